@@ -1,0 +1,1 @@
+//! The Kubernetes API emulator used by the lab and the tests.

@@ -3,3 +3,7 @@
 //! validation, RBAC and Service IP allocation. The product never depends on it.
 
 pub mod validation;
+pub mod rbac;
+pub mod schema;
+pub mod selector;
+pub mod service;

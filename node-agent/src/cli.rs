@@ -1,0 +1,103 @@
+//! Command line of `mc-node-agent`.
+
+use std::net::SocketAddrV4;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::kernel::{
+    DEFAULT_FWMARK, DEFAULT_LISTEN, DEFAULT_ROUTE_TABLE, DEFAULT_RULE_PRIORITY, KernelConfig,
+};
+
+/// mc's per-node agent: intercepts connections to mirrored Services.
+#[derive(Debug, Parser)]
+#[command(name = "mc-node-agent", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Program the kernel and serve intercepted connections until SIGTERM,
+    /// then remove everything it added.
+    Run(RunArgs),
+    /// Remove everything mc added on this node (nftables table `inet mc`,
+    /// rules and routes tagged `proto 109`), whatever flags the agent ran with.
+    Cleanup,
+}
+
+/// Flags of `mc-node-agent run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the transparent listener that TPROXY delivers to.
+    #[arg(long, env = "MC_LISTEN", default_value_t = DEFAULT_LISTEN)]
+    pub listen: SocketAddrV4,
+    /// Firewall mark bits set on intercepted packets (decimal or 0x hex).
+    #[arg(long, env = "MC_FWMARK", default_value_t = DEFAULT_FWMARK, value_parser = parse_u32)]
+    pub fwmark: u32,
+    /// Mark bits owned by mc (default: the bits of --fwmark).
+    #[arg(long, env = "MC_FWMARK_MASK", value_parser = parse_u32)]
+    pub fwmark_mask: Option<u32>,
+    /// Routing table for mc's `local 0.0.0.0/0 dev lo` route.
+    #[arg(long, env = "MC_ROUTE_TABLE", default_value_t = DEFAULT_ROUTE_TABLE)]
+    pub route_table: u32,
+    /// Priority of mc's `ip rule` on the mark (must be below 32766).
+    #[arg(long, env = "MC_RULE_PRIORITY", default_value_t = DEFAULT_RULE_PRIORITY)]
+    pub rule_priority: u32,
+    /// A (ClusterIP:port) to intercept in addition to watched mirrors;
+    /// repeatable. Meant for debugging and the lab.
+    #[arg(long = "mirror", value_name = "IP:PORT")]
+    pub mirrors: Vec<SocketAddrV4>,
+}
+
+impl RunArgs {
+    /// The kernel settings these flags describe.
+    pub fn kernel_config(&self) -> KernelConfig {
+        KernelConfig {
+            listen: self.listen,
+            fwmark: self.fwmark,
+            fwmark_mask: self.fwmark_mask.unwrap_or(self.fwmark),
+            route_table: self.route_table,
+            rule_priority: self.rule_priority,
+        }
+    }
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("`{text}` is not a 32-bit number: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_accept_hex_marks_and_default_the_mask_to_the_mark() {
+        let cli = Cli::try_parse_from([
+            "mc-node-agent",
+            "run",
+            "--fwmark",
+            "0x100",
+            "--route-table",
+            "200",
+            "--mirror",
+            "10.96.0.10:8080",
+        ])
+        .expect("valid flags parse");
+        let Command::Run(args) = cli.command else {
+            panic!("expected the run command");
+        };
+        let config = args.kernel_config();
+        assert_eq!(config.fwmark, 0x100);
+        assert_eq!(config.fwmark_mask, 0x100);
+        assert_eq!(config.route_table, 200);
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(args.mirrors.len(), 1);
+    }
+}

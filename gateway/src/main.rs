@@ -3,6 +3,92 @@
 //! forwards to one of its ready endpoints.
 
 mod balance;
+mod inbound;
 mod targets;
+mod watch;
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use clap::Parser;
+use mc_identity::{FileCertSource, IdentityPaths};
+use mc_tunnel::SpliceConfig;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::inbound::InboundConfig;
+use crate::targets::Targets;
+
+/// The mc gateway: accepts mTLS tunnels from the node agents of linked
+/// clusters and forwards each to a ready endpoint of an exported Service.
+///
+/// The Kubernetes client is configured like kubectl's: in a pod, from the
+/// ServiceAccount; elsewhere from KUBECONFIG or ~/.kube/config.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address of the tunnel listener.
+    #[arg(long, env = "MC_GATEWAY_LISTEN", default_value = "0.0.0.0:4143")]
+    listen: SocketAddr,
+    /// Address of the admin server (/live, /ready, /metrics).
+    #[arg(long, env = "MC_ADMIN_LISTEN", default_value = "0.0.0.0:4191")]
+    admin_listen: SocketAddr,
+    /// Directory holding this gateway's identity: tls.crt (leaf then
+    /// intermediates), tls.key and ca.crt (trust anchors).
+    #[arg(long, env = "MC_IDENTITY_DIR", default_value = "/var/run/mc/identity")]
+    identity_dir: PathBuf,
+    /// Longest wait for a TLS handshake and for the first request on a warm tunnel.
+    #[arg(long, value_parser = humantime_secs, default_value = "120")]
+    handshake_timeout_secs: Duration,
+    /// Longest one connect attempt to an endpoint may take, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    connect_timeout_ms: u64,
+    /// Most endpoints tried for one connection before it is refused.
+    #[arg(long, default_value_t = 3)]
+    connect_attempts: usize,
+    /// Close a connection after this many seconds without a byte either way.
+    #[arg(long, default_value_t = 3600)]
+    idle_timeout_secs: u64,
+}
+
+fn humantime_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("seconds expected: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+
+    let source = Arc::new(
+        FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir))
+            .with_context(|| format!("loading the gateway identity from {}", args.identity_dir.display()))?,
+    );
+    let tls = mc_identity::server_config(source).context("building the TLS server config")?;
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+
+    let targets = Arc::new(ArcSwap::from_pointee(Targets::default()));
+    let synced = Arc::new(Notify::new());
+    let watch = tokio::spawn(watch::run(client, targets.clone(), synced.clone()));
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "tunnel listener ready");
+    let cfg = Arc::new(InboundConfig {
+        handshake_timeout: args.handshake_timeout_secs,
+        request_timeout: args.handshake_timeout_secs,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        connect_attempts: args.connect_attempts.max(1),
+        splice: SpliceConfig { idle_timeout: Duration::from_secs(args.idle_timeout_secs), ..SpliceConfig::default() },
+    });
+    let _ = args.admin_listen;
+    tokio::select! {
+        result = inbound::serve(listener, tokio_rustls::TlsAcceptor::from(tls), targets, cfg) => result,
+        result = watch => result.context("watch task")?,
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, the API emulator's behaviour
+# tests and the end-to-end tests in the lab (network namespaces: needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "the lab tests create network namespaces: run as root (sudo $0)" >&2
+  exit 1
+fi
+scripts/deps.sh
+# The end-to-end tests drive the real binaries: build them first.
+cargo build --locked --workspace --bins
+cargo test --locked --workspace -- --test-threads=2

@@ -21,6 +21,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod errors;
 pub mod handlers;
+pub mod openapi;
 pub mod persist;
 pub mod pki;
 pub mod rbac;

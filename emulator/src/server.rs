@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::UserInfo;
 use crate::authz;
 use crate::discovery;
+use crate::openapi;
 use crate::errors::ApiError;
 use crate::handlers::{self, Call, Filters, Format};
 use crate::rbac::{Attributes, Decision};
@@ -195,6 +196,13 @@ async fn route(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<In
         Route::Group(g) => Ok(json_response(200, &shared.read(|st| discovery::group(&st.registry, &g))?)),
         Route::Resources { group, version } => {
             Ok(json_response(200, &shared.read(|st| discovery::resources(&st.registry, &group, &version))?))
+        }
+        Route::Other(p) if p == "/openapi/v3" => {
+            Ok(json_response(200, &shared.read(|st| openapi::root(&st.registry, &st.rv_string()))))
+        }
+        Route::Other(p) if p.starts_with("/openapi/v3/") => {
+            let gv = p.trim_start_matches("/openapi/v3/").trim_end_matches('/').to_string();
+            Ok(json_response(200, &shared.read(|st| openapi::group_version(&st.registry, &gv))?))
         }
         Route::Other(_) => Err(ApiError::path_not_found()),
         Route::Resource(rp) => resource(shared, user, rp, req).await,

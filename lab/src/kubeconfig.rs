@@ -130,8 +130,8 @@ pub async fn wait_ready(
     deadline: Instant,
 ) -> Result<()> {
     let client = client(dir, cluster).await?;
-    let mut last = String::from("not tried");
     loop {
+        let last;
         match ready_nodes(&client).await {
             Ok(ready) if ready >= nodes => return Ok(()),
             Ok(ready) => last = format!("{ready} of {nodes} nodes Ready"),

@@ -1,28 +1,42 @@
 //! `mc-lab`: several local Kubernetes-like clusters built from network
 //! namespaces and API emulators, for the demo and the end-to-end tests.
 
+mod apiserver;
 mod cmd;
-mod dns;
+mod echo;
 mod endpointslices;
 mod kube_proxy;
 mod kubeconfig;
+mod kubelet;
 mod lifecycle;
-mod loadbalancer;
 mod names;
 mod nodes;
 mod pidfile;
 mod plan;
+mod pod_env;
+mod pod_status;
+mod pod_worker;
+mod podinit;
+mod podnet;
+mod pods;
+mod probe;
 mod procs;
+mod serve;
+mod service_account;
 mod state;
 mod topology;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::names::PodRef;
+
 /// Local multi-cluster lab: nodes and pods as network namespaces, one
-/// Kubernetes API emulator per cluster.
+/// Kubernetes API emulator per cluster. Needs root.
 #[derive(Parser, Debug)]
 #[command(name = "mc-lab", version)]
 struct Cli {
@@ -55,35 +69,122 @@ enum Command {
     },
     /// Remove every namespace, link, process and file of the lab.
     Down,
+    /// Show clusters, API URLs, nodes and pods.
+    Status,
+    /// Print the path of the lab's kubeconfig.
+    Kubeconfig,
+    /// Run and delete pods.
+    #[command(subcommand)]
+    Pod(PodCommand),
+    /// Run a command inside a pod (its network, DNS and ServiceAccount files);
+    /// the exit code is the command's.
+    Exec {
+        /// <cluster>/<namespace>/<pod>
+        pod: PodRef,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The built-in test server: HTTP names the pod, raw TCP echoes.
+    Echo {
+        /// HTTP port (0 disables).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Raw TCP echo port (0 disables).
+        #[arg(long, default_value_t = 9000)]
+        tcp_port: u16,
+        /// A line the TCP server sends first.
+        #[arg(long)]
+        banner: Option<String>,
+    },
+    /// The daemon of one cluster (started by `up`).
+    #[command(hide = true)]
+    Serve {
+        /// Cluster name.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Enter a pod's namespaces and execute a command (used by the kubelet and `exec`).
+    #[command(hide = true)]
+    PodInit {
+        /// Network namespace name.
+        #[arg(long)]
+        netns: String,
+        /// File to mount over /etc/resolv.conf.
+        #[arg(long)]
+        resolv_conf: Option<PathBuf>,
+        /// Directory to mount at /var/run/secrets/kubernetes.io/serviceaccount.
+        #[arg(long)]
+        service_account: Option<PathBuf>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(Subcommand, Debug)]
+enum PodCommand {
+    /// Create a pod running CMD, wait until it is ready, print its IP.
+    Run {
+        /// <cluster>/<namespace>/<pod>
+        pod: PodRef,
+        /// Labels, k=v[,k=v...].
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// Node to run on (default: the one with the fewest pods).
+        #[arg(long)]
+        node: Option<String>,
+        /// Run in the node's network namespace.
+        #[arg(long)]
+        host_network: bool,
+        /// Ready only once this TCP port accepts connections.
+        #[arg(long)]
+        ready_port: Option<u16>,
+        /// Seconds to wait for the pod.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Delete a pod and wait until it is gone.
+    Delete {
+        /// <cluster>/<namespace>/<pod>
+        pod: PodRef,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("mc-lab: {error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    use anyhow::Context;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn run(cli: Cli) -> Result<std::process::ExitCode> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    let lab = cli.lab;
     match cli.command {
         Command::Up {
             clusters,
@@ -93,7 +194,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             timeout,
         } => {
             let req = lifecycle::UpRequest {
-                lab: cli.lab.clone(),
+                lab: lab.clone(),
                 clusters,
                 nodes_per_cluster,
                 recreate,
@@ -110,7 +211,80 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 println!("export KUBECONFIG={}", dir.kubeconfig().display());
             }
         }
-        Command::Down => lifecycle::down(&cli.lab)?,
+        Command::Down => lifecycle::down(&lab)?,
+        Command::Status => runtime()?.block_on(pods::status(&lab))?,
+        Command::Kubeconfig => println!("{}", state::LabDir::new(&lab).kubeconfig().display()),
+        Command::Pod(PodCommand::Run {
+            pod,
+            labels,
+            node,
+            host_network,
+            ready_port,
+            timeout,
+            command,
+        }) => {
+            let req = pods::RunRequest {
+                pod,
+                labels: nodes::parse_labels(&labels)?,
+                node,
+                host_network,
+                ready_port,
+                command,
+                timeout: Duration::from_secs(timeout),
+            };
+            let ip = runtime()?.block_on(pods::run(&lab, &req))?;
+            println!("{ip}");
+        }
+        Command::Pod(PodCommand::Delete { pod, timeout }) => {
+            runtime()?.block_on(pods::delete(&lab, &pod, Duration::from_secs(timeout)))?
+        }
+        Command::Exec { pod, command } => {
+            let init = runtime()?.block_on(pods::pod_init_for(&lab, &pod))?;
+            // pod-init must start single-threaded (unshare of the mount
+            // namespace), so it runs as a fresh child process.
+            let exe = std::env::current_exe().context("cannot find mc-lab's own executable")?;
+            let status = std::process::Command::new(exe)
+                .args(init.args(&command))
+                .status()
+                .context("cannot run pod-init")?;
+            return Ok(exit_code(status));
+        }
+        Command::Echo {
+            http_port,
+            tcp_port,
+            banner,
+        } => runtime()?.block_on(echo::run(echo::EchoConfig {
+            http_port,
+            tcp_port,
+            banner,
+        }))?,
+        Command::Serve { cluster } => {
+            serve::enter_wan(&lab)?;
+            runtime()?.block_on(serve::serve(&lab, &cluster))?
+        }
+        Command::PodInit {
+            netns,
+            resolv_conf,
+            service_account,
+            command,
+        } => {
+            let init = podinit::PodInit {
+                netns,
+                resolv_conf,
+                service_account,
+            };
+            match init.exec(&command)? {}
+        }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a finished child, with 128 + signal for signal deaths.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -72,8 +72,15 @@ impl LabPlan {
     }
     /// Plan of cluster `k` called `name`.
     pub fn cluster(&self, k: usize, name: &str) -> ClusterPlan {
-        assert!(k < MAX_CLUSTERS, "a lab holds at most {MAX_CLUSTERS} clusters");
-        ClusterPlan { lab: self.clone(), index: k, name: name.to_string() }
+        assert!(
+            k < MAX_CLUSTERS,
+            "a lab holds at most {MAX_CLUSTERS} clusters"
+        );
+        ClusterPlan {
+            lab: self.clone(),
+            index: k,
+            name: name.to_string(),
+        }
     }
 }
 
@@ -113,7 +120,10 @@ impl ClusterPlan {
     /// Plan of node `j`.
     pub fn node(&self, j: usize) -> NodePlan {
         assert!(j < MAX_NODES, "a cluster holds at most {MAX_NODES} nodes");
-        NodePlan { cluster: self.clone(), index: j }
+        NodePlan {
+            cluster: self.clone(),
+            index: j,
+        }
     }
 }
 
@@ -131,15 +141,26 @@ impl NodePlan {
     }
     /// The node's netns.
     pub fn netns(&self) -> String {
-        format!("mc-{}-{}-n{}", self.cluster.lab.name, self.cluster.name, self.index)
+        format!(
+            "mc-{}-{}-n{}",
+            self.cluster.lab.name, self.cluster.name, self.index
+        )
     }
     /// The node's address on the WAN (its InternalIP).
     pub fn wan_addr(&self) -> Ipv4Addr {
-        Ipv4Addr::new(198, 18, self.cluster.lab.slot, 10 + 16 * self.cluster.index as u8 + self.index as u8)
+        Ipv4Addr::new(
+            198,
+            18,
+            self.cluster.lab.slot,
+            10 + 16 * self.cluster.index as u8 + self.index as u8,
+        )
     }
     /// The node's pod CIDR.
     pub fn pod_cidr(&self) -> Ipv4Net {
-        net(Ipv4Addr::new(10, 10 + self.cluster.index as u8, self.index as u8 + 1, 0), 24)
+        net(
+            Ipv4Addr::new(10, 10 + self.cluster.index as u8, self.index as u8 + 1, 0),
+            24,
+        )
     }
     /// The node's address on its pod bridge: the pods' default gateway.
     pub fn pod_gateway(&self) -> Ipv4Addr {
@@ -157,7 +178,10 @@ mod tests {
 
     #[test]
     fn clusters_and_nodes_get_disjoint_addresses() {
-        let lab = LabPlan { name: "t".into(), slot: 7 };
+        let lab = LabPlan {
+            name: "t".into(),
+            slot: 7,
+        };
         let east = lab.cluster(0, "east");
         let west = lab.cluster(1, "west");
         assert_eq!(east.api_addr(), Ipv4Addr::new(198, 18, 7, 2));
@@ -165,7 +189,11 @@ mod tests {
         assert!(!east.pod_cidr().contains(&west.node(0).pod_gateway()));
         assert_eq!(west.node(1).wan_addr(), Ipv4Addr::new(198, 18, 7, 27));
         assert_eq!(west.node(1).netns(), "mc-t-west-n1");
-        assert!(east.node(2).pod_cidr().contains(&east.node(2).pod_gateway()));
+        assert!(
+            east.node(2)
+                .pod_cidr()
+                .contains(&east.node(2).pod_gateway())
+        );
         assert!(lab.wan().contains(&lab.lb_addr(0).unwrap()));
         assert_eq!(lab.lb_addr(91), None);
     }

@@ -1,0 +1,120 @@
+//! `mc-lab echo`: the built-in test server. HTTP answers every request with
+//! a short text naming the pod and cluster; raw TCP echoes bytes back. Both
+//! keep half-close: the server finishes its side after the client's EOF.
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Ports and options of the echo server.
+#[derive(Clone, Debug)]
+pub struct EchoConfig {
+    /// HTTP port (0 disables).
+    pub http_port: u16,
+    /// Raw TCP echo port (0 disables).
+    pub tcp_port: u16,
+    /// Line the TCP server sends first, before echoing.
+    pub banner: Option<String>,
+}
+
+/// Who this server is, from the kubelet's environment.
+fn identity() -> String {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "-".into());
+    format!(
+        "pod={} namespace={} cluster={} ip={}",
+        var("POD_NAME"),
+        var("POD_NAMESPACE"),
+        var("MC_LAB_CLUSTER"),
+        var("POD_IP")
+    )
+}
+
+/// Serves until the process is killed.
+pub async fn run(config: EchoConfig) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.http_port != 0 {
+        let listener = TcpListener::bind(("0.0.0.0", config.http_port))
+            .await
+            .with_context(|| format!("cannot listen on HTTP port {}", config.http_port))?;
+        tasks.spawn(accept(listener, None, true));
+    }
+    if config.tcp_port != 0 {
+        let listener = TcpListener::bind(("0.0.0.0", config.tcp_port))
+            .await
+            .with_context(|| format!("cannot listen on TCP port {}", config.tcp_port))?;
+        tasks.spawn(accept(listener, config.banner.clone(), false));
+    }
+    tracing::info!(http = config.http_port, tcp = config.tcp_port, who = %identity(), "echo server listening");
+    match tasks.join_next().await {
+        Some(result) => result.context("an echo listener panicked")?,
+        None => Ok(()),
+    }
+}
+
+async fn accept(listener: TcpListener, banner: Option<String>, http: bool) -> Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await.context("accept")?;
+        let banner = banner.clone();
+        tokio::spawn(async move {
+            let result = if http {
+                serve_http(stream).await
+            } else {
+                serve_tcp(stream, banner).await
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, error = format!("{error:#}"), "echo connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn serve_tcp(mut stream: TcpStream, banner: Option<String>) -> Result<()> {
+    if let Some(banner) = banner {
+        stream
+            .write_all(format!("{banner}\n").as_bytes())
+            .await
+            .context("sending the banner")?;
+    }
+    let (mut reader, mut writer) = stream.split();
+    tokio::io::copy(&mut reader, &mut writer)
+        .await
+        .context("echoing")?;
+    writer.shutdown().await.context("closing our side")?;
+    Ok(())
+}
+
+async fn serve_http(mut stream: TcpStream) -> Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.context("reading the request")?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 64 * 1024 {
+            anyhow::bail!("request head too large");
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut first = text.lines().next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or("GET").to_string();
+    let path = first.next().unwrap_or("/").to_string();
+    let body = format!("{} method={method} path={path}\n", identity());
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if method == "HEAD" { "" } else { body.as_str() }
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .context("sending the response")?;
+    stream.shutdown().await.context("closing our side")?;
+    // Let the client finish (and see our EOF) before the socket closes.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(())
+}

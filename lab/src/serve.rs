@@ -1,0 +1,88 @@
+//! `mc-lab serve` (hidden): the daemon of one cluster. It runs inside the
+//! lab's WAN netns and hosts, in one process, the cluster's API emulator,
+//! the kubelet of all its nodes, the cluster DNS server, the EndpointSlice
+//! controller, kube-proxy and the LoadBalancer controller.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use nix::sched::{CloneFlags, setns};
+
+use crate::plan::{ClusterPlan, LabPlan, NodePlan};
+use crate::pod_worker::Shared;
+use crate::state::{LabDir, LabState};
+
+/// Enters the WAN netns of the lab (on the calling thread, before any
+/// other thread exists, so every later thread and child inherits it).
+/// The mount namespace stays the host's, so the netns this process creates
+/// for pods are visible to `ip netns` in the user's shell.
+pub fn enter_wan(lab: &str) -> Result<()> {
+    let state = LabState::load(&LabDir::new(lab))?;
+    let path = std::path::Path::new("/run/netns").join(state.plan().wan_netns());
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    setns(&file, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("cannot enter {}", path.display()))
+}
+
+/// Runs the daemon of cluster `cluster` of lab `lab` until a part fails or
+/// the process is signalled.
+pub async fn serve(lab: &str, cluster: &str) -> Result<()> {
+    let dir = LabDir::new(lab);
+    let state = LabState::load(&dir)?;
+    let plan = state.cluster(cluster)?;
+    let nodes = state.nodes(cluster)?;
+    let emulator = crate::apiserver::start(&dir, &plan).await?;
+    let client =
+        crate::kubeconfig::client_from_file(&dir.admin_kubeconfig(cluster), cluster).await?;
+    crate::nodes::register_nodes(&client, &nodes).await?;
+    crate::nodes::register_dns_service(&client, &plan).await?;
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        cluster: plan.clone(),
+        dir: dir.clone(),
+        exe: std::env::current_exe().context("cannot find mc-lab's own executable")?,
+        ca_pem: emulator.ca_pem().to_string(),
+        ipam: Mutex::new(Default::default()),
+    });
+    tracing::info!(cluster, api = %plan.api_url(), "cluster daemon serving");
+    let mut parts = tokio::task::JoinSet::new();
+    spawn_parts(&mut parts, client, plan, nodes, state.plan(), shared);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let result = tokio::select! {
+        done = parts.join_next() => match done {
+            Some(Ok((name, Ok(())))) => Err(anyhow::anyhow!("{name} stopped")),
+            Some(Ok((name, Err(error)))) => Err(error.context(format!("{name} failed"))),
+            Some(Err(join)) => Err(anyhow::anyhow!("a part of the daemon panicked: {join}")),
+            None => Ok(()),
+        },
+        _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); Ok(()) }
+    };
+    parts.abort_all();
+    emulator.shutdown().await;
+    result
+}
+
+type Part = (&'static str, Result<()>);
+
+fn spawn_parts(
+    parts: &mut tokio::task::JoinSet<Part>,
+    client: kube::Client,
+    cluster: ClusterPlan,
+    nodes: Vec<NodePlan>,
+    lab: LabPlan,
+    shared: Arc<Shared>,
+) {
+    let kubelet_nodes = nodes.clone();
+    parts.spawn(async move { ("kubelet", crate::kubelet::run(shared, kubelet_nodes).await) });
+    let (c, k) = (client.clone(), cluster.clone());
+    parts.spawn(async move { ("endpointslices", crate::endpointslices::run(c, k).await) });
+    let (c, k) = (client.clone(), cluster.clone());
+    parts.spawn(async move { ("kube-proxy", crate::kube_proxy::run(c, k, nodes).await) });
+    // The cluster DNS server and the LoadBalancer controller join here
+    // once their modules land: dns::run(client, cluster) and
+    // loadbalancer::run(client, cluster, lab).
+    let _ = (client, cluster, lab);
+}

@@ -1,1 +1,42 @@
-//! mc-identity
+//! mc-identity: workload identities (SPIFFE IDs in X.509 certificates) and
+//! the mutual-TLS configs of the tunnel.
+//!
+//! * [`SpiffeId`]: the parsed form of
+//!   `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>`.
+//! * [`Identity`]: a checked leaf chain + key + trust anchors.
+//! * [`CertSource`]: where the current [`Identity`] comes from; implemented
+//!   by [`SharedIdentity`] (in memory, swappable) and [`FileCertSource`]
+//!   (`tls.crt`/`tls.key`/`ca.crt`). Configs ask it on every handshake, so
+//!   rotation needs no new config.
+//! * [`server_config`] (gateway) and [`client_config`] (agent): TLS 1.3
+//!   only, mutual, resumption on.
+//! * [`peer_spiffe_id`]: who is on the other end of a connection.
+//! * [`TrustAnchor`]: a small CA for the lab and tests (rcgen).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use mc_identity::{FileCertSource, IdentityPaths, SpiffeId, client_config};
+//! let source = Arc::new(FileCertSource::load(IdentityPaths::in_dir("/var/run/mc/identity".as_ref()))?);
+//! let gateway = SpiffeId::parse("spiffe://mc.local/ns/mc-system/sa/mc-gateway")?;
+//! let config = client_config(source, gateway)?;
+//! # Ok(()) }
+//! ```
+
+pub mod authority;
+pub mod files;
+pub mod material;
+pub mod peer;
+pub mod source;
+pub mod spiffe;
+pub mod tls;
+pub mod verify;
+
+pub use authority::{IssuedLeaf, TrustAnchor};
+pub use files::IdentityPaths;
+pub use material::Identity;
+pub use peer::{PeerIdError, peer_spiffe_id, spiffe_id_of};
+pub use source::{CertSource, FileCertSource, SharedIdentity};
+pub use spiffe::{SYSTEM_NAMESPACE, SpiffeId, SpiffeIdError};
+pub use tls::{SourceResolver, client_config, server_config};
+pub use verify::{AgentVerifier, GatewayVerifier, UnexpectedIdentity, crypto_provider};

@@ -1,0 +1,93 @@
+//! rustls configs for both ends of the tunnel: TLS 1.3 only, ring, mutual
+//! authentication, certificates and anchors read from a [`CertSource`] on
+//! every handshake, session resumption on.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rustls::client::{ClientSessionMemoryCache, ResolvesClientCert, Resumption};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+
+use crate::source::CertSource;
+use crate::spiffe::SpiffeId;
+use crate::verify::{AgentVerifier, GatewayVerifier, crypto_provider};
+
+/// TLS sessions a client config remembers for resumption, across all the
+/// gateway addresses it connects to (rustls keeps up to 8 tickets per
+/// address).
+pub const CLIENT_SESSION_CACHE: usize = 256;
+
+/// Hands rustls the source's current certified key, on either end.
+#[derive(Debug)]
+pub struct SourceResolver {
+    source: Arc<dyn CertSource>,
+}
+
+impl SourceResolver {
+    /// Resolves to whatever `source` holds at handshake time.
+    pub fn new(source: Arc<dyn CertSource>) -> SourceResolver {
+        SourceResolver { source }
+    }
+
+    fn current_key(&self) -> Arc<CertifiedKey> {
+        Arc::clone(self.source.current().certified_key())
+    }
+}
+
+impl ResolvesServerCert for SourceResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current_key())
+    }
+}
+
+impl ResolvesClientCert for SourceResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The gateway's server config: requires a client certificate chaining to
+/// the anchors (see [`AgentVerifier`]), presents the source's certificate,
+/// and issues stateless resumption tickets (keys rotate every 6 hours).
+pub fn server_config(source: Arc<dyn CertSource>) -> Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the ring provider")?
+        .with_client_cert_verifier(Arc::new(AgentVerifier::new(Arc::clone(&source))))
+        .with_cert_resolver(Arc::new(SourceResolver::new(source)));
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().context("creating the session ticketer")?;
+    Ok(Arc::new(config))
+}
+
+/// The agent's client config for one Link: presents the source's
+/// certificate and accepts only a gateway proving `gateway` (see
+/// [`GatewayVerifier`]). The TLS server name given to `connect` is not
+/// checked; it only keys the resumption cache, so use one per gateway
+/// address. Build one config per expected gateway identity: resumed
+/// sessions skip verification, so configs must not share a session cache.
+pub fn client_config(source: Arc<dyn CertSource>, gateway: SpiffeId) -> Result<Arc<ClientConfig>> {
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the ring provider")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(GatewayVerifier::new(
+            Arc::clone(&source),
+            gateway,
+        )))
+        .with_client_cert_resolver(Arc::new(SourceResolver::new(source)));
+    config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
+        CLIENT_SESSION_CACHE,
+    )));
+    Ok(Arc::new(config))
+}

@@ -82,15 +82,14 @@ pub fn bootstrap(st: &mut State, cfg: &EmulatorConfig) {
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }));
     let rbac = "rbac.authorization.k8s.io";
-    ensure(st, rbac, "clusterroles", None, json!({
-        "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}],
-    }));
-    ensure(st, rbac, "clusterrolebindings", None, json!({
-        "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-        "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"apiGroup": rbac, "kind": "Group", "name": "system:masters"}],
-    }));
+    for obj in crate::rbac::bootstrap_policy() {
+        let plural = match obj.get("kind").and_then(Value::as_str) {
+            Some("ClusterRole") => "clusterroles",
+            Some("ClusterRoleBinding") => "clusterrolebindings",
+            _ => continue,
+        };
+        ensure(st, rbac, plural, None, obj);
+    }
     let read = json!(["get", "list", "watch"]);
     ensure(st, rbac, "clusterroles", None, json!({
         "metadata": {"name": "view", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},

@@ -21,8 +21,13 @@
 //! * `prerouting_tproxy` (prerouting, mangle): set mc's mark bits, then
 //!   TPROXY to the listener. Established packets find their accepted socket
 //!   through the same rule. With no listener the packet is still marked, so it
-//!   is delivered locally and the kernel answers with a reset: a mirror is
-//!   refused at once, never forwarded blindly.
+//!   is delivered locally, never forwarded blindly.
+//! * `input_refuse` (input, mangle): a mirror packet that reaches input
+//!   without the agent's transparent socket (no listener) is answered with a
+//!   TCP reset, so the client is refused at once. (The kernel's own reset
+//!   would be dropped: its source, the ClusterIP, is not a local address.)
+//!   Reject runs in input rather than prerouting because prerouting reject
+//!   needs kernel 5.9+.
 //! * `output_reroute` (output, type route, mangle): mark host-network packets
 //!   so the policy rule reroutes them to `lo`, where they re-enter prerouting
 //!   and are TPROXYed like pod traffic.
@@ -88,6 +93,11 @@ pub fn render(config: &KernelConfig, mirrors: &MirrorSet) -> String {
          \tchain prerouting_tproxy {{\n\
          \t\ttype filter hook prerouting priority mangle; policy accept;\n\
          \t\t{matches_dst} {set_mark} tproxy ip to {listen}\n\
+         \t}}\n\
+         \tchain input_refuse {{\n\
+         \t\ttype filter hook input priority mangle; policy accept;\n\
+         \t\t{matches_dst} socket transparent 1 accept\n\
+         \t\t{matches_dst} reject with tcp reset\n\
          \t}}\n\
          \tchain output_reroute {{\n\
          \t\ttype route hook output priority mangle; policy accept;\n\

@@ -118,3 +118,26 @@ async fn serve_http(mut stream: TcpStream) -> Result<()> {
     .await;
     Ok(())
 }
+
+/// `mc-lab tcp-client`: connects to `addr`, sends `send`, closes its
+/// sending side, prints everything received until the server closes.
+/// Fails when the connection cannot be made within `timeout`.
+pub async fn client(addr: &str, send: &str, timeout: std::time::Duration) -> Result<()> {
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr} timed out"))?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let send = send.replace("\\r", "\r").replace("\\n", "\n");
+    stream.write_all(send.as_bytes()).await.context("sending")?;
+    stream.shutdown().await.context("closing our side")?;
+    let mut received = Vec::new();
+    tokio::time::timeout(timeout, stream.read_to_end(&mut received))
+        .await
+        .context("the server did not finish in time")?
+        .context("receiving")?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&received)
+        .context("writing to stdout")?;
+    Ok(())
+}

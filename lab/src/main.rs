@@ -3,12 +3,14 @@
 
 mod apiserver;
 mod cmd;
+mod dns;
 mod echo;
 mod endpointslices;
 mod kube_proxy;
 mod kubeconfig;
 mod kubelet;
 mod lifecycle;
+mod loadbalancer;
 mod names;
 mod nodes;
 mod pidfile;
@@ -96,6 +98,18 @@ enum Command {
         /// A line the TCP server sends first.
         #[arg(long)]
         banner: Option<String>,
+    },
+    /// Test client: connect to HOST:PORT, send TEXT (\r and \n escapes
+    /// allowed), half-close, print the answer.
+    TcpClient {
+        /// HOST:PORT.
+        addr: String,
+        /// What to send.
+        #[arg(long, default_value = "")]
+        send: String,
+        /// Seconds to wait for connecting and for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
     /// The daemon of one cluster (started by `up`).
     #[command(hide = true)]
@@ -243,7 +257,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // pod-init must start single-threaded (unshare of the mount
             // namespace), so it runs as a fresh child process.
             let exe = std::env::current_exe().context("cannot find mc-lab's own executable")?;
-            let status = std::process::Command::new(exe)
+            // Like `kubectl exec`, find the lab's binaries as the pod does.
+            let path = match (exe.parent(), std::env::var("PATH")) {
+                (Some(dir), Ok(path)) => format!("{}:{path}", dir.display()),
+                (Some(dir), Err(_)) => format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    dir.display()
+                ),
+                (None, path) => path.unwrap_or_default(),
+            };
+            let status = std::process::Command::new(&exe)
+                .env("PATH", path)
                 .args(init.args(&command))
                 .status()
                 .context("cannot run pod-init")?;
@@ -258,6 +282,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tcp_port,
             banner,
         }))?,
+        Command::TcpClient {
+            addr,
+            send,
+            timeout,
+        } => runtime()?.block_on(echo::client(&addr, &send, Duration::from_secs(timeout)))?,
         Command::Serve { cluster } => {
             serve::enter_wan(&lab)?;
             runtime()?.block_on(serve::serve(&lab, &cluster))?

@@ -1,1 +1,241 @@
-//! End-to-end tests live in `tests/tests/`; this crate has no library code.
+//! The shared fixture of the end-to-end tests: a lab built by the real
+//! `mc-lab` binary, removed again when the fixture drops.
+//!
+//! The tests need root and the built binaries: run `cargo build` (or at
+//! least `cargo build -p mc-lab`) before `cargo test -p mc-e2e`. The binary
+//! is found next to the test executable's `target/<profile>/` directory, or
+//! at `$MC_LAB_BIN`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Path of the built `mc-lab` binary.
+pub fn mc_lab_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("MC_LAB_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable is not inside target/<profile>/deps")?;
+    let bin = profile_dir.join("mc-lab");
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: run `cargo build -p mc-lab` before the tests (or set MC_LAB_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running lab; `mc-lab down` runs when it drops.
+pub struct Lab {
+    /// Lab name (unique per test).
+    pub name: String,
+    /// Cluster names.
+    pub clusters: Vec<String>,
+    /// The lab's kubeconfig, one context per cluster.
+    pub kubeconfig: PathBuf,
+    bin: PathBuf,
+    down: bool,
+}
+
+impl Lab {
+    /// Brings up a lab with `clusters` of `nodes_per_cluster` nodes each,
+    /// under a name unique to this process and call.
+    pub fn up(clusters: &[&str], nodes_per_cluster: usize) -> Result<Lab> {
+        let bin = mc_lab_bin()?;
+        let name = format!(
+            "t{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut lab = Lab {
+            name,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            kubeconfig: PathBuf::new(),
+            bin,
+            // Clean up even when `up` fails half-way.
+            down: false,
+        };
+        let out = lab.mc_lab(&[
+            "up",
+            "--clusters",
+            &clusters.join(","),
+            "--nodes-per-cluster",
+            &nodes_per_cluster.to_string(),
+        ])?;
+        if !out.status.success() {
+            bail!("mc-lab up failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let path = lab.mc_lab(&["kubeconfig"])?;
+        lab.kubeconfig = PathBuf::from(String::from_utf8_lossy(&path.stdout).trim());
+        Ok(lab)
+    }
+
+    /// Runs `mc-lab --lab <name> args...` and returns its output.
+    pub fn mc_lab(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin)
+            .arg("--lab")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .with_context(|| format!("running mc-lab {}", args.join(" ")))
+    }
+
+    /// Starts a pod (`cluster/ns/name`) with `labels` (`k=v,...`) on `node`
+    /// (or the least loaded one), ready once `ready_port` accepts; returns
+    /// its IP.
+    pub fn run_pod(
+        &self,
+        pod: &str,
+        labels: &str,
+        node: Option<&str>,
+        ready_port: Option<u16>,
+        command: &[&str],
+    ) -> Result<String> {
+        let mut args = vec!["pod", "run", pod, "--labels", labels];
+        if let Some(node) = node {
+            args.extend(["--node", node]);
+        }
+        let port = ready_port.map(|p| p.to_string());
+        if let Some(port) = &port {
+            args.extend(["--ready-port", port]);
+        }
+        args.push("--");
+        args.extend(command);
+        let out = self.mc_lab(&args)?;
+        if !out.status.success() {
+            bail!(
+                "mc-lab pod run {pod} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Starts the built-in echo server (HTTP 8080, TCP 9000) as a ready pod.
+    pub fn run_echo(&self, pod: &str, labels: &str, node: Option<&str>) -> Result<String> {
+        self.run_pod(pod, labels, node, Some(8080), &["mc-lab", "echo"])
+    }
+
+    /// Deletes a pod and waits until the kubelet removed it.
+    pub fn delete_pod(&self, pod: &str) -> Result<()> {
+        let out = self.mc_lab(&["pod", "delete", pod])?;
+        if !out.status.success() {
+            bail!(
+                "mc-lab pod delete {pod} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a command in a pod.
+    pub fn exec(&self, pod: &str, command: &[&str]) -> Result<Output> {
+        let mut args = vec!["exec", pod, "--"];
+        args.extend(command);
+        self.mc_lab(&args)
+    }
+
+    /// From inside `pod`, sends `send` to `addr` over TCP and returns the
+    /// answer, or an error when no connection could be made.
+    pub fn tcp_from(&self, pod: &str, addr: &str, send: &str) -> Result<String> {
+        let out = self.exec(
+            pod,
+            &[
+                "mc-lab",
+                "tcp-client",
+                addr,
+                "--send",
+                send,
+                "--timeout",
+                "2",
+            ],
+        )?;
+        if !out.status.success() {
+            bail!(
+                "{pod} -> {addr}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// An HTTP GET of `/` on `addr` from inside `pod`; the response text.
+    pub fn http_from(&self, pod: &str, addr: &str) -> Result<String> {
+        self.tcp_from(pod, addr, "GET / HTTP/1.0\\r\\nHost: lab\\r\\n\\r\\n")
+    }
+
+    /// A client for cluster `cluster`, as the user's shell gets it.
+    pub async fn client(&self, cluster: &str) -> Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .context("reading the lab kubeconfig")?;
+        let options = kube::config::KubeConfigOptions {
+            context: Some(cluster.to_string()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .context("kube config")?;
+        kube::Client::try_from(config).context("kube client")
+    }
+
+    /// The lab's `state.json`.
+    pub fn state(&self) -> Result<serde_json::Value> {
+        let path = PathBuf::from("/run/mc-lab")
+            .join(&self.name)
+            .join("state.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).context("parsing state.json")
+    }
+
+    /// Runs `mc-lab down` now (Drop then does nothing).
+    pub fn down(&mut self) -> Result<()> {
+        self.down = true;
+        let out = self.mc_lab(&["down"])?;
+        if !out.status.success() {
+            bail!(
+                "mc-lab down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.down {
+            let _ = self.mc_lab(&["down"]);
+        }
+    }
+}
+
+/// Retries `check` until it returns `Ok` or `timeout` passes; the last
+/// error explains a timeout.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error.context(format!("still failing after {timeout:?}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

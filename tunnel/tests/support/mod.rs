@@ -1,0 +1,204 @@
+//! A minimal agent and gateway built only from mc-tunnel and mc-identity,
+//! plus upstream servers, for the integration tests and the benchmark.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mc_identity::{SharedIdentity, SpiffeId, TrustAnchor, client_config, server_config};
+use mc_tunnel::pool::buffered_socket;
+use mc_tunnel::{
+    PoolConfig, Reason, Request, Source, SpliceConfig, Status, Target, TunnelPool,
+    forward_to_tunnel, read_request, splice, write_status,
+};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+pub const TD: &str = "mc.test";
+
+pub struct Pki {
+    pub anchor: TrustAnchor,
+    pub gateway: Arc<SharedIdentity>,
+    pub agent: Arc<SharedIdentity>,
+}
+
+fn identity(anchor: &TrustAnchor, sa: &str) -> Arc<SharedIdentity> {
+    let leaf = anchor
+        .issue("mc-system", sa, Duration::from_secs(3600))
+        .unwrap();
+    let id =
+        mc_identity::Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, anchor.cert_pem()).unwrap();
+    Arc::new(SharedIdentity::new(id))
+}
+
+pub fn pki() -> Pki {
+    let anchor = TrustAnchor::generate(TD).unwrap();
+    Pki {
+        gateway: identity(&anchor, "mc-gateway"),
+        agent: identity(&anchor, "mc-node-agent"),
+        anchor,
+    }
+}
+
+pub fn gateway_id() -> SpiffeId {
+    SpiffeId::system(TD, "mc-gateway").unwrap()
+}
+
+pub fn request(service: &str, port: u16) -> Request {
+    Request {
+        target: Target {
+            namespace: "shop".into(),
+            service: service.into(),
+            port,
+        },
+        source: Source {
+            cluster: "west".into(),
+            namespace: Some("frontend".into()),
+            service_account: Some("web".into()),
+        },
+    }
+}
+
+/// Gateway: routes `(service, port)` to an upstream address.
+pub async fn start_gateway(pki: &Pki, routes: HashMap<(String, u16), SocketAddr>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(server_config(pki.gateway.clone()).unwrap());
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let routes = Arc::clone(&routes);
+            tokio::spawn(async move {
+                let Ok(io) = buffered_socket(tcp) else { return };
+                let Ok(mut tls) = acceptor.accept(io).await else {
+                    return;
+                };
+                let Ok(req) = read_request(&mut tls, Duration::from_secs(60)).await else {
+                    return;
+                };
+                let t = Duration::from_secs(5);
+                let Some(upstream_addr) =
+                    routes.get(&(req.target.service.clone(), req.target.port))
+                else {
+                    let _ = write_status(&mut tls, Status::Refused(Reason::NotExported), t).await;
+                    let _ = tls.shutdown().await;
+                    return;
+                };
+                match TcpStream::connect(upstream_addr).await {
+                    Ok(mut upstream) => {
+                        let _ = upstream.set_nodelay(true);
+                        if write_status(&mut tls, Status::Ok, t).await.is_ok() {
+                            let _ = splice(&mut tls, &mut upstream, &SpliceConfig::default()).await;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = write_status(&mut tls, Status::Refused(Reason::ConnectRefused), t)
+                            .await;
+                        let _ = tls.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+pub fn pool(pki: &Pki, gateway: SocketAddr, warm: usize) -> Arc<TunnelPool> {
+    let config = client_config(pki.agent.clone(), gateway_id()).unwrap();
+    Arc::new(TunnelPool::new(
+        config,
+        gateway,
+        ServerName::IpAddress(gateway.ip().into()),
+        PoolConfig {
+            warm,
+            ..PoolConfig::default()
+        },
+    ))
+}
+
+/// Agent stand-in: every connection accepted on the returned address is
+/// forwarded through a pooled tunnel with `req`. A refusal resets the
+/// client connection.
+pub async fn start_agent(pool: Arc<TunnelPool>, req: Request) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let req = Arc::new(req);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let pool = Arc::clone(&pool);
+            let req = Arc::clone(&req);
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let Ok(mut tunnel) = pool.get().await else {
+                    let _ = client.set_zero_linger();
+                    return;
+                };
+                let result = forward_to_tunnel(
+                    &mut client,
+                    &mut tunnel,
+                    &req,
+                    Duration::from_secs(5),
+                    &SpliceConfig::default(),
+                )
+                .await;
+                if result.is_err() {
+                    let _ = client.set_zero_linger();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Echo server: writes back what it reads, half-closes on EOF.
+pub async fn start_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Server that speaks first: sends `banner`, half-closes, then reports what
+/// the client sent afterwards through the channel.
+pub async fn start_banner(
+    banner: &'static [u8],
+) -> (SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tcp.write_all(banner).await.unwrap();
+                tcp.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                tcp.read_to_end(&mut got).await.unwrap();
+                let _ = tx.send(got).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// An address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}

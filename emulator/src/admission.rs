@@ -256,6 +256,7 @@ pub fn on_create(state: &mut State, info: &ResourceInfo, obj: &mut Value, user: 
             obj["spec"]["groups"] = json!(user.groups);
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            schema::default_crd(obj);
             check_crd(state, info, obj, true)?;
             obj["status"] = crd_established_status(obj);
             let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
@@ -292,7 +293,7 @@ pub fn on_update(
                 new["status"] = old.get("status").cloned().unwrap_or(json!({}));
             }
         }
-        ("", "services") => {
+        ("", "services") if sub.is_none() => {
             state.services.update(old, new).map_err(|e| invalid(info, new, e))?;
         }
         ("", "secrets") => merge_string_data(new),
@@ -304,6 +305,7 @@ pub fn on_update(
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             if sub.is_none() {
+                schema::default_crd(new);
                 check_crd(state, info, new, false)?;
             }
         }

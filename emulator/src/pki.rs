@@ -23,6 +23,9 @@ pub const SERVING_KEY: &str = "apiserver.key";
 pub const SA_SIGNING_KEY: &str = "sa-signing.key";
 pub const KUBECONFIG: &str = "kubeconfig";
 
+/// The X.520 organizationName attribute.
+const ORGANIZATION_OID: &[u64] = &[2, 5, 4, 10];
+
 /// The loaded or created PKI material.
 pub struct Pki {
     pub dir: PathBuf,
@@ -79,8 +82,16 @@ fn sign_leaf(
     let key = KeyPair::generate().context("generating leaf key")?;
     let mut params = CertificateParams::new(sans).context("leaf params (bad SAN?)")?;
     params.distinguished_name.push(DnType::CommonName, cn);
-    for o in orgs {
-        params.distinguished_name.push(DnType::OrganizationName, *o);
+    // rcgen keeps one value per attribute type; a second organization goes
+    // in under the same OID spelled as a custom type.
+    match orgs {
+        [] => {}
+        [o] => params.distinguished_name.push(DnType::OrganizationName, *o),
+        [a, b] => {
+            params.distinguished_name.push(DnType::OrganizationName, *a);
+            params.distinguished_name.push(DnType::CustomDnType(ORGANIZATION_OID.to_vec()), *b);
+        }
+        _ => anyhow::bail!("at most two organizations (groups) per client certificate, got {}", orgs.len()),
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages =
@@ -164,7 +175,7 @@ impl Pki {
     }
 
     /// Issues a client certificate signed by the cluster CA (user = `cn`,
-    /// groups = `orgs`); returns (cert PEM, key PEM). Useful to the lab and tests.
+    /// groups = `orgs`, at most two); returns (cert PEM, key PEM). Useful to the lab and tests.
     pub fn issue_client_cert(&self, cn: &str, orgs: &[&str]) -> Result<(String, String)> {
         sign_leaf(&self.ca_cert_pem, &self.ca_key_pem, cn, orgs, vec![], false)
     }

@@ -28,23 +28,37 @@ fn is(info: &ResourceInfo, group: &str, plural: &str) -> bool {
 }
 
 fn invalid(info: &ResourceInfo, obj: &Value, errors: Vec<FieldError>) -> ApiError {
-    ApiError::invalid(&info.group, &info.kind, meta_str(obj, "name").unwrap_or_default(), &errors)
+    ApiError::invalid(
+        &info.group,
+        &info.kind,
+        meta_str(obj, "name").unwrap_or_default(),
+        &errors,
+    )
 }
 
 /// Checks `metadata.name` under the rule the resource uses.
 pub fn validate_name(info: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
-    let resource =
-        if info.group.is_empty() { info.plural.clone() } else { format!("{}.{}", info.plural, info.group) };
+    let resource = if info.group.is_empty() {
+        info.plural.clone()
+    } else {
+        format!("{}.{}", info.plural, info.group)
+    };
     let mut errors = validation::validate_object_name(&resource, name);
     if let Some(labels) = obj.pointer("/metadata/labels") {
         errors.extend(validation::validate_labels(labels, "metadata.labels"));
     }
-    if errors.is_empty() { Ok(()) } else { Err(invalid(info, obj, errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, obj, errors))
+    }
 }
 
 /// Merges a Secret's `stringData` into `data` (base64) and drops it.
 fn merge_string_data(obj: &mut Value) {
-    let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
+    let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
     let Some(sd) = sd.as_object() else { return };
     if !obj.get("data").is_some_and(Value::is_object) {
         obj["data"] = json!({});
@@ -63,7 +77,11 @@ fn fill_token_secret(state: &State, obj: &mut Value) -> Result<(), ApiError> {
     }
     let ns = meta_str(obj, "namespace").unwrap_or_default().to_string();
     let secret = meta_str(obj, "name").unwrap_or_default().to_string();
-    let Some(sa_name) = obj.pointer(&format!("/metadata/annotations/{}", SA_NAME_ANNOTATION.replace('/', "~1")))
+    let Some(sa_name) = obj
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            SA_NAME_ANNOTATION.replace('/', "~1")
+        ))
         .and_then(Value::as_str)
         .map(str::to_string)
     else {
@@ -141,16 +159,27 @@ fn crd_established_status(crd: &Value) -> Value {
     })
 }
 
-fn check_crd(state: &State, info: &ResourceInfo, crd: &Value, creating: bool) -> Result<(), ApiError> {
+fn check_crd(
+    state: &State,
+    info: &ResourceInfo,
+    crd: &Value,
+    creating: bool,
+) -> Result<(), ApiError> {
     if let Err(errors) = schema::validate_crd(crd) {
         return Err(invalid(info, crd, errors));
     }
     let name = meta_str(crd, "name").unwrap_or_default();
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default();
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if name != format!("{plural}.{group}") {
         return Err(invalid(
-            &info,
+            info,
             crd,
             vec![FieldError::new(
                 FieldErrorKind::Invalid,
@@ -161,9 +190,13 @@ fn check_crd(state: &State, info: &ResourceInfo, crd: &Value, creating: bool) ->
     }
     if resources::from_crd(crd).is_none() {
         return Err(invalid(
-            &info,
+            info,
             crd,
-            vec![FieldError::new(FieldErrorKind::Required, "spec.versions", "Required value: must have exactly one version marked as storage version")],
+            vec![FieldError::new(
+                FieldErrorKind::Required,
+                "spec.versions",
+                "Required value: must have exactly one version marked as storage version",
+            )],
         ));
     }
     if creating
@@ -171,7 +204,7 @@ fn check_crd(state: &State, info: &ResourceInfo, crd: &Value, creating: bool) ->
         && !existing.is_custom()
     {
         return Err(invalid(
-            &info,
+            info,
             crd,
             vec![FieldError::new(
                 FieldErrorKind::Invalid,
@@ -186,7 +219,11 @@ fn check_crd(state: &State, info: &ResourceInfo, crd: &Value, creating: bool) ->
 /// Validates and prunes a custom resource against its CRD's schema.
 fn check_custom(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     let version = info.storage_version().to_string();
-    let Some(schema) = info.crd_version(&version).and_then(|v| v.pointer("/schema/openAPIV3Schema")).cloned() else {
+    let Some(schema) = info
+        .crd_version(&version)
+        .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+        .cloned()
+    else {
         return Ok(());
     };
     let api_version = obj.get("apiVersion").cloned();
@@ -194,7 +231,11 @@ fn check_custom(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     let metadata = obj.get("metadata").cloned();
     schema::validate_and_prune(&schema, obj).map_err(|errors| invalid(info, obj, errors))?;
     // apiVersion, kind and metadata are the server's business, never pruned.
-    for (k, v) in [("apiVersion", api_version), ("kind", kind), ("metadata", metadata)] {
+    for (k, v) in [
+        ("apiVersion", api_version),
+        ("kind", kind),
+        ("metadata", metadata),
+    ] {
         if let Some(v) = v {
             obj[k] = v;
         }
@@ -204,19 +245,46 @@ fn check_custom(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
 
 fn check_csr(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     let mut errors = Vec::new();
-    if obj.pointer("/spec/request").and_then(Value::as_str).is_none_or(str::is_empty) {
-        errors.push(FieldError::new(FieldErrorKind::Required, "spec.request", "Required value"));
+    if obj
+        .pointer("/spec/request")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        errors.push(FieldError::new(
+            FieldErrorKind::Required,
+            "spec.request",
+            "Required value",
+        ));
     }
-    if obj.pointer("/spec/signerName").and_then(Value::as_str).is_none_or(str::is_empty) {
-        errors.push(FieldError::new(FieldErrorKind::Required, "spec.signerName", "Required value"));
+    if obj
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        errors.push(FieldError::new(
+            FieldErrorKind::Required,
+            "spec.signerName",
+            "Required value",
+        ));
     }
-    if errors.is_empty() { Ok(()) } else { Err(invalid(info, obj, errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, obj, errors))
+    }
 }
 
 fn check_csr_conditions(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
-    let conds = obj.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let conds = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut errors = Vec::new();
-    let types: Vec<&str> = conds.iter().filter_map(|c| c.get("type").and_then(Value::as_str)).collect();
+    let types: Vec<&str> = conds
+        .iter()
+        .filter_map(|c| c.get("type").and_then(Value::as_str))
+        .collect();
     if types.contains(&"Approved") && types.contains(&"Denied") {
         errors.push(FieldError::new(
             FieldErrorKind::Invalid,
@@ -226,21 +294,37 @@ fn check_csr_conditions(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError
     }
     for (i, c) in conds.iter().enumerate() {
         if c.get("status").and_then(Value::as_str).is_none() {
-            errors.push(FieldError::new(FieldErrorKind::Required, format!("status.conditions[{i}].status"), "Required value"));
+            errors.push(FieldError::new(
+                FieldErrorKind::Required,
+                format!("status.conditions[{i}].status"),
+                "Required value",
+            ));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(invalid(info, obj, errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, obj, errors))
+    }
 }
 
 /// Resource-specific steps of a create, after the generic metadata is set.
-pub fn on_create(state: &mut State, info: &ResourceInfo, obj: &mut Value, user: &UserInfo) -> Result<(), ApiError> {
+pub fn on_create(
+    state: &mut State,
+    info: &ResourceInfo,
+    obj: &mut Value,
+    user: &UserInfo,
+) -> Result<(), ApiError> {
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
         }
         ("", "services") => {
-            state.services.create(obj).map_err(|e| invalid(info, obj, e))?;
+            state
+                .services
+                .create(obj)
+                .map_err(|e| invalid(info, obj, e))?;
         }
         ("", "secrets") => {
             merge_string_data(obj);
@@ -259,7 +343,10 @@ pub fn on_create(state: &mut State, info: &ResourceInfo, obj: &mut Value, user: 
             schema::default_crd(obj);
             check_crd(state, info, obj, true)?;
             obj["status"] = crd_established_status(obj);
-            let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+            let fins = obj["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
                 let mut fins = fins;
                 fins.push(json!(CRD_CLEANUP_FINALIZER));
@@ -287,14 +374,15 @@ pub fn on_update(
         }
     }
     match (info.group.as_str(), info.plural.as_str()) {
-        ("", "namespaces") => {
-            if sub.is_none() {
-                new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
-                new["status"] = old.get("status").cloned().unwrap_or(json!({}));
-            }
+        ("", "namespaces") if sub.is_none() => {
+            new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
+            new["status"] = old.get("status").cloned().unwrap_or(json!({}));
         }
         ("", "services") if sub.is_none() => {
-            state.services.update(old, new).map_err(|e| invalid(info, new, e))?;
+            state
+                .services
+                .update(old, new)
+                .map_err(|e| invalid(info, new, e))?;
         }
         ("", "secrets") => merge_string_data(new),
         ("certificates.k8s.io", "certificatesigningrequests") => {
@@ -303,11 +391,9 @@ pub fn on_update(
             }
             check_csr_conditions(info, new)?;
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            if sub.is_none() {
-                schema::default_crd(new);
-                check_crd(state, info, new, false)?;
-            }
+        ("apiextensions.k8s.io", "customresourcedefinitions") if sub.is_none() => {
+            schema::default_crd(new);
+            check_crd(state, info, new, false)?;
         }
         _ if info.is_custom() => check_custom(info, new)?,
         _ => {}
@@ -321,7 +407,9 @@ pub fn on_terminate(info: &ResourceInfo, obj: &mut Value) {
         obj["status"]["phase"] = json!("Terminating");
     }
     if is(info, "apiextensions.k8s.io", "customresourcedefinitions")
-        && let Some(conds) = obj.pointer_mut("/status/conditions").and_then(Value::as_array_mut)
+        && let Some(conds) = obj
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
     {
         conds.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
             "message": "CustomResource deletion is in progress", "lastTransitionTime": now_rfc3339()}));

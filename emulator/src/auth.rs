@@ -37,11 +37,22 @@ impl UserInfo {
     pub fn from_certificate(der: &[u8]) -> Option<Self> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let subject = cert.subject();
-        let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-        let mut groups: Vec<String> =
-            subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+        let name = subject
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
+        let mut groups: Vec<String> = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok().map(str::to_string))
+            .collect();
         groups.push("system:authenticated".to_string());
-        Some(UserInfo { name, uid: String::new(), groups })
+        Some(UserInfo {
+            name,
+            uid: String::new(),
+            groups,
+        })
     }
 }
 
@@ -68,7 +79,10 @@ pub struct TokenSigner {
 impl TokenSigner {
     /// A signer with the HMAC key from the PKI directory.
     pub fn new(key: &[u8], issuer: String) -> Self {
-        TokenSigner { key: hmac::Key::new(hmac::HMAC_SHA256, key), issuer }
+        TokenSigner {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            issuer,
+        }
     }
 
     /// A JWT for the ServiceAccount.
@@ -120,10 +134,17 @@ impl TokenSigner {
             service_account: k.pointer("/serviceaccount/name")?.as_str()?.to_string(),
             service_account_uid: k.pointer("/serviceaccount/uid")?.as_str()?.to_string(),
             expires,
-            secret_name: k.pointer("/secret/name").and_then(Value::as_str).map(str::to_string),
+            secret_name: k
+                .pointer("/secret/name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             audiences: match claims.get("aud") {
                 Some(Value::String(a)) => vec![a.clone()],
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
                 _ => Vec::new(),
             },
         })

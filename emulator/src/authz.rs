@@ -19,19 +19,40 @@ impl StoreRbac<'_> {
 
 impl RbacSource for StoreRbac<'_> {
     fn role(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.0.store.get(&Self::key("roles"), namespace, name).map(|o| (*o).clone())
+        self.0
+            .store
+            .get(&Self::key("roles"), namespace, name)
+            .map(|o| (*o).clone())
     }
     fn cluster_role(&self, name: &str) -> Option<Value> {
-        self.0.store.get(&Self::key("clusterroles"), "", name).map(|o| (*o).clone())
+        self.0
+            .store
+            .get(&Self::key("clusterroles"), "", name)
+            .map(|o| (*o).clone())
     }
     fn role_bindings(&self, namespace: &str) -> Vec<Value> {
-        self.0.store.list(&Self::key("rolebindings"), Some(namespace)).iter().map(|o| (**o).clone()).collect()
+        self.0
+            .store
+            .list(&Self::key("rolebindings"), Some(namespace))
+            .iter()
+            .map(|o| (**o).clone())
+            .collect()
     }
     fn cluster_role_bindings(&self) -> Vec<Value> {
-        self.0.store.list(&Self::key("clusterrolebindings"), None).iter().map(|o| (**o).clone()).collect()
+        self.0
+            .store
+            .list(&Self::key("clusterrolebindings"), None)
+            .iter()
+            .map(|o| (**o).clone())
+            .collect()
     }
     fn cluster_roles(&self) -> Vec<Value> {
-        self.0.store.list(&Self::key("clusterroles"), None).iter().map(|o| (**o).clone()).collect()
+        self.0
+            .store
+            .list(&Self::key("clusterroles"), None)
+            .iter()
+            .map(|o| (**o).clone())
+            .collect()
     }
 }
 
@@ -40,7 +61,10 @@ pub fn authorize(state: &State, user: &UserInfo, attrs: &Attributes) -> Decision
     if user.is_master() {
         return Decision::Allow;
     }
-    let u = rbac::UserInfo { name: user.name.clone(), groups: user.groups.clone() };
+    let u = rbac::UserInfo {
+        name: user.name.clone(),
+        groups: user.groups.clone(),
+    };
     rbac::authorize(&u, attrs, &StoreRbac(state))
 }
 

@@ -76,7 +76,10 @@ impl EmulatorConfig {
             format!("kubernetes.default.svc.{}", self.cluster_domain),
             self.kubernetes_service_ip().to_string(),
         ];
-        for extra in [self.advertise.ip().to_string(), self.listen.ip().to_string()] {
+        for extra in [
+            self.advertise.ip().to_string(),
+            self.listen.ip().to_string(),
+        ] {
             if !extra.starts_with("0.0.0.0") && extra != "::" {
                 s.push(extra);
             }

@@ -16,7 +16,11 @@ use crate::shared::Shared;
 use crate::state::{DeleteOpts, State, meta_str, rkey};
 
 fn system_user() -> UserInfo {
-    UserInfo { name: "system:apiserver".into(), uid: String::new(), groups: vec!["system:masters".into()] }
+    UserInfo {
+        name: "system:apiserver".into(),
+        uid: String::new(),
+        groups: vec!["system:masters".into()],
+    }
 }
 
 fn info(st: &State, group: &str, plural: &str) -> Option<ResourceInfo> {
@@ -24,9 +28,15 @@ fn info(st: &State, group: &str, plural: &str) -> Option<ResourceInfo> {
 }
 
 fn ensure(st: &mut State, group: &str, plural: &str, ns: Option<&str>, obj: Value) {
-    let Some(ri) = info(st, group, plural) else { return };
+    let Some(ri) = info(st, group, plural) else {
+        return;
+    };
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-    if st.store.get(&rkey(&ri), ns.unwrap_or_default(), &name).is_some() {
+    if st
+        .store
+        .get(&rkey(&ri), ns.unwrap_or_default(), &name)
+        .is_some()
+    {
         return;
     }
     if let Err(e) = st.create(&ri, ns, obj, &system_user()) {
@@ -35,8 +45,17 @@ fn ensure(st: &mut State, group: &str, plural: &str, ns: Option<&str>, obj: Valu
 }
 
 /// Replaces (or creates) an object the API server itself maintains.
-fn reconcile_owned(st: &mut State, group: &str, plural: &str, ns: &str, name: &str, desired: Value) {
-    let Some(ri) = info(st, group, plural) else { return };
+fn reconcile_owned(
+    st: &mut State,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    desired: Value,
+) {
+    let Some(ri) = info(st, group, plural) else {
+        return;
+    };
     match st.store.get(&rkey(&ri), ns, name) {
         None => ensure(st, group, plural, Some(ns), desired),
         Some(cur) => {
@@ -59,28 +78,54 @@ fn reconcile_owned(st: &mut State, group: &str, plural: &str, ns: &str, name: &s
 /// `default/kubernetes` Service at the advertised address.
 pub fn bootstrap(st: &mut State, cfg: &EmulatorConfig) {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure(st, "", "namespaces", None, json!({"metadata": {"name": ns}}));
+        ensure(
+            st,
+            "",
+            "namespaces",
+            None,
+            json!({"metadata": {"name": ns}}),
+        );
     }
     let ip = cfg.kubernetes_service_ip().to_string();
     let port = cfg.advertise.port();
     let addr = cfg.advertise.ip().to_string();
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
-    ensure(st, "", "services", Some("default"), json!({
-        "metadata": {"name": "kubernetes", "labels": labels},
-        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
-    }));
-    reconcile_owned(st, "", "endpoints", "default", "kubernetes", json!({
-        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": addr}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    }));
-    reconcile_owned(st, "discovery.k8s.io", "endpointslices", "default", "kubernetes", json!({
-        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes",
-                                                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    }));
+    ensure(
+        st,
+        "",
+        "services",
+        Some("default"),
+        json!({
+            "metadata": {"name": "kubernetes", "labels": labels},
+            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        }),
+    );
+    reconcile_owned(
+        st,
+        "",
+        "endpoints",
+        "default",
+        "kubernetes",
+        json!({
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": addr}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+        }),
+    );
+    reconcile_owned(
+        st,
+        "discovery.k8s.io",
+        "endpointslices",
+        "default",
+        "kubernetes",
+        json!({
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes",
+                                                            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }),
+    );
     let rbac = "rbac.authorization.k8s.io";
     for obj in crate::rbac::bootstrap_policy() {
         let plural = match obj.get("kind").and_then(Value::as_str) {
@@ -91,16 +136,22 @@ pub fn bootstrap(st: &mut State, cfg: &EmulatorConfig) {
         ensure(st, rbac, plural, None, obj);
     }
     let read = json!(["get", "list", "watch"]);
-    ensure(st, rbac, "clusterroles", None, json!({
-        "metadata": {"name": "view", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-        "rules": [
-            {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "pods/status",
-                "services", "services/status", "serviceaccounts", "events", "namespaces", "namespaces/status"], "verbs": read},
-            {"apiGroups": ["apps"], "resources": ["deployments", "deployments/status", "daemonsets", "daemonsets/status"], "verbs": read},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": read},
-        ],
-    }));
+    ensure(
+        st,
+        rbac,
+        "clusterroles",
+        None,
+        json!({
+            "metadata": {"name": "view", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "pods/status",
+                    "services", "services/status", "serviceaccounts", "events", "namespaces", "namespaces/status"], "verbs": read},
+                {"apiGroups": ["apps"], "resources": ["deployments", "deployments/status", "daemonsets", "daemonsets/status"], "verbs": read},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": read},
+            ],
+        }),
+    );
 }
 
 /// One pass of every controller; returns nothing, writes only what needs writing.
@@ -113,9 +164,18 @@ pub fn reconcile(st: &mut State) {
 
 fn default_service_accounts(st: &mut State) {
     let namespaces = st.store.list(&(String::new(), "namespaces".into()), None);
-    for ns in namespaces.iter().filter(|n| meta_str(n, "deletionTimestamp").is_none()) {
+    for ns in namespaces
+        .iter()
+        .filter(|n| meta_str(n, "deletionTimestamp").is_none())
+    {
         let name = meta_str(ns, "name").unwrap_or_default().to_string();
-        ensure(st, "", "serviceaccounts", Some(&name), json!({"metadata": {"name": "default"}}));
+        ensure(
+            st,
+            "",
+            "serviceaccounts",
+            Some(&name),
+            json!({"metadata": {"name": "default"}}),
+        );
     }
 }
 
@@ -131,7 +191,12 @@ fn finish_namespaces(st: &mut State) {
     if terminating.is_empty() {
         return;
     }
-    let namespaced: Vec<ResourceInfo> = st.registry.all().filter(|r| r.namespaced).cloned().collect();
+    let namespaced: Vec<ResourceInfo> = st
+        .registry
+        .all()
+        .filter(|r| r.namespaced)
+        .cloned()
+        .collect();
     for ns in terminating {
         let mut remaining = 0;
         for ri in &namespaced {
@@ -146,7 +211,9 @@ fn finish_namespaces(st: &mut State) {
         if remaining > 0 {
             continue;
         }
-        let Some(nsi) = info(st, "", "namespaces") else { return };
+        let Some(nsi) = info(st, "", "namespaces") else {
+            return;
+        };
         if let Some(cur) = st.store.get(&ns_key, "", &ns) {
             let mut next = (*cur).clone();
             next["spec"]["finalizers"] = json!([]);
@@ -158,7 +225,10 @@ fn finish_namespaces(st: &mut State) {
 /// The `/finalize` step: store the emptied spec finalizers, removing the namespace when nothing holds it.
 fn finalize_namespace(st: &mut State, nsi: &ResourceInfo, next: Value) {
     let name = meta_str(&next, "name").unwrap_or_default().to_string();
-    let meta_finalizers = next.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let meta_finalizers = next
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     if meta_finalizers {
         st.store.put(&rkey(nsi), next);
     } else {
@@ -167,11 +237,19 @@ fn finalize_namespace(st: &mut State, nsi: &ResourceInfo, next: Value) {
 }
 
 fn finish_crds(st: &mut State) {
-    let Some(crdi) = info(st, "apiextensions.k8s.io", "customresourcedefinitions") else { return };
-    let deleting: Vec<Arc<Value>> =
-        st.store.list(&rkey(&crdi), None).into_iter().filter(|c| meta_str(c, "deletionTimestamp").is_some()).collect();
+    let Some(crdi) = info(st, "apiextensions.k8s.io", "customresourcedefinitions") else {
+        return;
+    };
+    let deleting: Vec<Arc<Value>> = st
+        .store
+        .list(&rkey(&crdi), None)
+        .into_iter()
+        .filter(|c| meta_str(c, "deletionTimestamp").is_some())
+        .collect();
     for crd in deleting {
-        let Some(ri) = crate::resources::from_crd(&crd) else { continue };
+        let Some(ri) = crate::resources::from_crd(&crd) else {
+            continue;
+        };
         let objs = st.store.list(&rkey(&ri), None);
         for o in &objs {
             if meta_str(o, "deletionTimestamp").is_none() {
@@ -184,7 +262,10 @@ fn finish_crds(st: &mut State) {
             continue;
         }
         let mut next = (*crd).clone();
-        if let Some(f) = next.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+        if let Some(f) = next
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
             f.retain(|x| x != CRD_CLEANUP_FINALIZER);
         }
         let name = meta_str(&crd, "name").unwrap_or_default().to_string();
@@ -195,15 +276,27 @@ fn finish_crds(st: &mut State) {
 }
 
 fn collect_garbage(st: &mut State) {
-    let uids: HashSet<String> =
-        st.store.all().filter_map(|(_, o)| meta_str(o, "uid").map(str::to_string)).collect();
+    let uids: HashSet<String> = st
+        .store
+        .all()
+        .filter_map(|(_, o)| meta_str(o, "uid").map(str::to_string))
+        .collect();
     let mut orphans = Vec::new();
     for (res, o) in st.store.all() {
-        let Some(owners) = o.pointer("/metadata/ownerReferences").and_then(Value::as_array) else { continue };
+        let Some(owners) = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
         if owners.is_empty() || meta_str(o, "deletionTimestamp").is_some() {
             continue;
         }
-        let all_gone = owners.iter().all(|r| r.get("uid").and_then(Value::as_str).is_none_or(|u| !uids.contains(u)));
+        let all_gone = owners.iter().all(|r| {
+            r.get("uid")
+                .and_then(Value::as_str)
+                .is_none_or(|u| !uids.contains(u))
+        });
         if all_gone {
             orphans.push((
                 res.clone(),

@@ -16,20 +16,30 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_entry(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 /// `/apis`.
 pub fn groups(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().iter().map(|(g, vs)| group_entry(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`.
 pub fn group(reg: &Registry, name: &str) -> Result<Value, ApiError> {
-    let (g, vs) = reg.groups().into_iter().find(|(g, _)| g == name).ok_or_else(ApiError::path_not_found)?;
+    let (g, vs) = reg
+        .groups()
+        .into_iter()
+        .find(|(g, _)| g == name)
+        .ok_or_else(ApiError::path_not_found)?;
     let mut e = group_entry(&g, &vs);
     e["kind"] = json!("APIGroup");
     e["apiVersion"] = json!("v1");
@@ -80,12 +90,21 @@ fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
 
 /// `/api/v1` or `/apis/<group>/<version>`.
 pub fn resources(reg: &Registry, group: &str, version: &str) -> Result<Value, ApiError> {
-    let list: Vec<Value> = reg.in_group_version(group, version).flat_map(resource_entries).collect();
+    let list: Vec<Value> = reg
+        .in_group_version(group, version)
+        .flat_map(resource_entries)
+        .collect();
     if list.is_empty() {
         return Err(ApiError::path_not_found());
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Ok(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 /// `/version`: what a v1.33 server reports.

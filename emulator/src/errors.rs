@@ -47,7 +47,12 @@ impl Target<'_> {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -57,20 +62,32 @@ impl ApiError {
 
     /// 404 `services "x" not found`.
     pub fn not_found(t: Target<'_>) -> Self {
-        ApiError::new(404, "NotFound", format!("{} \"{}\" not found", t.qualified(), t.name))
-            .with_details(t.details())
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", t.qualified(), t.name),
+        )
+        .with_details(t.details())
     }
 
     /// 404 for a path that names no resource.
     pub fn path_not_found() -> Self {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 409 `services "x" already exists`.
     pub fn already_exists(t: Target<'_>) -> Self {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{}\" already exists", t.qualified(), t.name))
-            .with_details(t.details())
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", t.qualified(), t.name),
+        )
+        .with_details(t.details())
     }
 
     /// 409 on a stale resourceVersion.
@@ -86,7 +103,12 @@ impl ApiError {
         ApiError::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", t.qualified(), t.name, why),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                t.qualified(),
+                t.name,
+                why
+            ),
         )
         .with_details(t.details())
     }
@@ -94,8 +116,16 @@ impl ApiError {
     /// 422 `Kind "name" is invalid: ...` with one cause per field error.
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
         let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        let summary = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
-        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let summary = if texts.len() == 1 {
+            texts[0].clone()
+        } else {
+            format!("[{}]", texts.join(", "))
+        };
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.kind.reason(), "message": e.message, "field": e.field}))
@@ -104,8 +134,12 @@ impl ApiError {
         if !group.is_empty() {
             details["group"] = json!(group);
         }
-        ApiError::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {summary}"))
-            .with_details(details)
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(details)
     }
 
     /// 403 with the message given (RBAC or admission).
@@ -177,7 +211,11 @@ impl ApiError {
 
     /// 410 `too old resource version` (watch from an expired version).
     pub fn too_old_resource_version(requested: u64, oldest: u64) -> Self {
-        ApiError::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        ApiError::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
 
     /// 410 for a continue token older than the kept history.
@@ -191,7 +229,11 @@ impl ApiError {
 
     /// 500 with the internal error's text.
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// The `metav1.Status` JSON body.

@@ -23,7 +23,9 @@ use crate::table;
 pub enum Format {
     Json,
     /// `as=Table` (kubectl get); `true` when the row objects should be whole objects.
-    Table { full_objects: bool },
+    Table {
+        full_objects: bool,
+    },
 }
 
 /// A request resolved against the registry.
@@ -37,7 +39,11 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     fn ns(&self) -> Option<&str> {
-        if self.info.namespaced { self.path.namespace.as_deref() } else { None }
+        if self.info.namespaced {
+            self.path.namespace.as_deref()
+        } else {
+            None
+        }
     }
 
     fn store_ns(&self) -> &str {
@@ -84,11 +90,21 @@ pub struct Filters {
 impl Filters {
     /// From `labelSelector` and `fieldSelector`.
     pub fn from_query(info: &ResourceInfo, q: &HashMap<String, String>) -> Result<Self, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
-        fields.check_supported(&info.group, &info.plural).map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(
+            q.get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(
+            q.get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )
+        .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+        fields
+            .check_supported(&info.group, &info.plural)
+            .map_err(ApiError::bad_request)?;
         Ok(Filters { labels, fields })
     }
 
@@ -102,7 +118,8 @@ impl Filters {
 pub type Reply = (u16, Value);
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
 }
 
 /// GET of one object.
@@ -115,12 +132,22 @@ pub fn get(shared: &Shared, c: &Call<'_>) -> Result<Reply, ApiError> {
     let obj = shared
         .read(|st| st.store.get(&rkey(&c.info), c.store_ns(), c.name()))
         .ok_or_else(|| ApiError::not_found(target(&c.info, c.name())))?;
-    let rv = meta_str(&obj, "resourceVersion").unwrap_or_default().to_string();
+    let rv = meta_str(&obj, "resourceVersion")
+        .unwrap_or_default()
+        .to_string();
     Ok(match c.format {
         Format::Json => (200, c.present(&obj)),
-        Format::Table { full_objects } => {
-            (200, table::table(&c.info, &c.path.version, &[c.present(&obj)], full_objects, &rv, None))
-        }
+        Format::Table { full_objects } => (
+            200,
+            table::table(
+                &c.info,
+                &c.path.version,
+                &[c.present(&obj)],
+                full_objects,
+                &rv,
+                None,
+            ),
+        ),
     })
 }
 
@@ -133,20 +160,31 @@ struct ContinueToken {
 /// LIST with selectors, limit and continue.
 pub fn list(shared: &Shared, c: &Call<'_>) -> Result<Reply, ApiError> {
     let filters = Filters::from_query(&c.info, c.query)?;
-    let limit: usize = c.query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let limit: usize = c
+        .query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let token = match c.query.get("continue").filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => {
             let raw = URL_SAFE_NO_PAD
                 .decode(t.trim_end_matches('='))
-                .map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
-            let tok: ContinueToken = serde_json::from_slice(&raw)
-                .map_err(|_| ApiError::bad_request("continue key is not valid: not a continue token"))?;
+                .map_err(|_| {
+                    ApiError::bad_request("continue key is not valid: illegal base64 data")
+                })?;
+            let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| {
+                ApiError::bad_request("continue key is not valid: not a continue token")
+            })?;
             Some(tok)
         }
     };
     let (objs, rv, oldest) = shared.read(|st| {
-        (st.store.list(&rkey(&c.info), c.ns()), st.store.current_rv(), st.store.oldest_replayable_rv())
+        (
+            st.store.list(&rkey(&c.info), c.ns()),
+            st.store.current_rv(),
+            st.store.oldest_replayable_rv(),
+        )
     });
     let list_rv = match &token {
         Some(t) if t.rv < oldest => return Err(ApiError::continue_expired()),
@@ -158,7 +196,11 @@ pub fn list(shared: &Shared, c: &Call<'_>) -> Result<Reply, ApiError> {
     let mut remaining = 0usize;
     let mut last_key = String::new();
     for o in objs.iter() {
-        let key = format!("{}/{}", meta_str(o, "namespace").unwrap_or_default(), meta_str(o, "name").unwrap_or_default());
+        let key = format!(
+            "{}/{}",
+            meta_str(o, "namespace").unwrap_or_default(),
+            meta_str(o, "name").unwrap_or_default()
+        );
         if start.as_ref().is_some_and(|s| key.as_str() <= s.as_str()) || !filters.matches(o) {
             continue;
         }
@@ -171,8 +213,11 @@ pub fn list(shared: &Shared, c: &Call<'_>) -> Result<Reply, ApiError> {
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
     if remaining > 0 {
-        let tok = serde_json::to_vec(&ContinueToken { rv: list_rv, start: last_key })
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let tok = serde_json::to_vec(&ContinueToken {
+            rv: list_rv,
+            start: last_key,
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
         metadata["continue"] = json!(URL_SAFE_NO_PAD.encode(tok));
         metadata["remainingItemCount"] = json!(remaining);
     }
@@ -187,8 +232,21 @@ pub fn list(shared: &Shared, c: &Call<'_>) -> Result<Reply, ApiError> {
             }),
         ),
         Format::Table { full_objects } => {
-            let cont = metadata.get("continue").and_then(Value::as_str).map(str::to_string);
-            (200, table::table(&c.info, &c.path.version, &selected, full_objects, &list_rv.to_string(), cont))
+            let cont = metadata
+                .get("continue")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            (
+                200,
+                table::table(
+                    &c.info,
+                    &c.path.version,
+                    &selected,
+                    full_objects,
+                    &list_rv.to_string(),
+                    cont,
+                ),
+            )
         }
     })
 }
@@ -200,7 +258,10 @@ pub fn create(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
         ("", "serviceaccounts", Some(Subresource::Token)) => return token_request(shared, c, obj),
         (_, _, Some(_)) => return Err(ApiError::method_not_allowed("create", &c.info.plural)),
         ("authorization.k8s.io", "selfsubjectaccessreviews", None) => {
-            return Ok((201, shared.read(|st| authz::self_subject_access_review(st, c.user, obj))));
+            return Ok((
+                201,
+                shared.read(|st| authz::self_subject_access_review(st, c.user, obj)),
+            ));
         }
         ("authentication.k8s.io", "selfsubjectreviews", None) => {
             let u = c.user;
@@ -223,15 +284,24 @@ pub fn create(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
 pub fn update(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let obj = parse_body(body)?;
     let sub = c.sub()?;
-    let (stored, created) = shared.write(|st| st.update(&c.info, c.ns(), c.name(), obj, sub, c.user))?;
+    let (stored, created) =
+        shared.write(|st| st.update(&c.info, c.ns(), c.name(), obj, sub, c.user))?;
     Ok((if created { 201 } else { 200 }, c.present(&stored)))
 }
 
 /// Patch types the emulator accepts.
-pub const PATCH_TYPES: &[&str] = &["application/json-patch+json", "application/merge-patch+json"];
+pub const PATCH_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+];
 
 /// PATCH with a JSON merge patch or a JSON patch; a resourceVersion in the result is a precondition.
-pub fn patch(shared: &Shared, c: &Call<'_>, content_type: &str, body: &[u8]) -> Result<Reply, ApiError> {
+pub fn patch(
+    shared: &Shared,
+    c: &Call<'_>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
     let ct = content_type.split(';').next().unwrap_or_default().trim();
     if !PATCH_TYPES.contains(&ct) {
         return Err(ApiError::unsupported_media_type(ct, PATCH_TYPES));
@@ -250,17 +320,28 @@ pub fn patch(shared: &Shared, c: &Call<'_>, content_type: &str, body: &[u8]) -> 
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             json_patch::patch(&mut doc, &ops).map_err(|e| {
-                ApiError::invalid(&c.info.group, &c.info.kind, c.name(), &[crate::validation::FieldError::new(
-                    crate::validation::FieldErrorKind::Invalid,
-                    "",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )])
+                ApiError::invalid(
+                    &c.info.group,
+                    &c.info.kind,
+                    c.name(),
+                    &[crate::validation::FieldError::new(
+                        crate::validation::FieldErrorKind::Invalid,
+                        "",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )],
+                )
             })?;
         }
-        if meta_str(&doc, "resourceVersion").unwrap_or_default().is_empty() {
+        if meta_str(&doc, "resourceVersion")
+            .unwrap_or_default()
+            .is_empty()
+        {
             doc["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         }
-        st.update(&c.info, c.ns(), c.name(), doc, sub, c.user).map(|(o, _)| o)
+        st.update(&c.info, c.ns(), c.name(), doc, sub, c.user)
+            .map(|(o, _)| o)
     })?;
     Ok((200, c.present(&stored)))
 }
@@ -269,9 +350,14 @@ fn delete_opts(c: &Call<'_>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
     let mut opts = DeleteOpts::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v = parse_body(body)?;
-        opts.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        opts.resource_version =
-            v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        opts.uid = v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        opts.resource_version = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     let _ = c;
     Ok(opts)
@@ -287,9 +373,13 @@ pub fn delete(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
     Ok(match res {
         Deleted::Pending(o) => (200, c.present(&o)),
         Deleted::Gone(o) if c.info.is_custom() || c.info.plural == "pods" => (200, c.present(&o)),
-        Deleted::Gone(o) => {
-            (200, success_status(target(&c.info, c.name()), meta_str(&o, "uid").unwrap_or_default()))
-        }
+        Deleted::Gone(o) => (
+            200,
+            success_status(
+                target(&c.info, c.name()),
+                meta_str(&o, "uid").unwrap_or_default(),
+            ),
+        ),
     })
 }
 
@@ -327,7 +417,10 @@ fn token_request(shared: &Shared, c: &Call<'_>, req: Value) -> Result<Reply, Api
     let sa = shared
         .read(|st| st.store.get(&rkey(&c.info), &ns, &name))
         .ok_or_else(|| ApiError::not_found(target(&c.info, &name)))?;
-    let seconds = req.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    let seconds = req
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
     if seconds < MIN_TOKEN_SECONDS {
         return Err(ApiError::invalid(
             "authentication.k8s.io",
@@ -336,7 +429,9 @@ fn token_request(shared: &Shared, c: &Call<'_>, req: Value) -> Result<Reply, Api
             &[crate::validation::FieldError::new(
                 crate::validation::FieldErrorKind::Invalid,
                 "spec.expirationSeconds",
-                format!("Invalid value: {seconds}: may not specify a duration less than 10 minutes"),
+                format!(
+                    "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+                ),
             )],
         ));
     }
@@ -344,7 +439,12 @@ fn token_request(shared: &Shared, c: &Call<'_>, req: Value) -> Result<Reply, Api
     let audiences: Vec<String> = req
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| vec![api_audience]);
     let now = chrono::Utc::now();

@@ -91,7 +91,11 @@ impl Emulator {
             config.advertise.set_port(local_addr.port());
         }
         if config.advertise.ip().is_unspecified() {
-            let ip = if local_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { local_addr.ip() };
+            let ip = if local_addr.ip().is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                local_addr.ip()
+            };
             config.advertise.set_ip(ip);
         }
         let pki = Pki::load_or_create(&config.pki_dir, &config.cluster_name, &config.sans())?;
@@ -102,7 +106,8 @@ impl Emulator {
         });
         let store = restore(&config)?;
         let mut registry = Registry::builtin();
-        let mut services = ServiceAllocator::new(config.service_cidr, config.node_port_range.clone());
+        let mut services =
+            ServiceAllocator::new(config.service_cidr, config.node_port_range.clone());
         for (res, obj) in store.all() {
             match (res.0.as_str(), res.1.as_str()) {
                 ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -120,12 +125,21 @@ impl Emulator {
         let shared = Arc::new(Shared::new(state, config.clone(), env));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = vec![
-            tokio::spawn(server::serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), shared.clone(), stop_rx.clone())),
+            tokio::spawn(server::serve(
+                listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+                shared.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(controllers::run(shared.clone(), stop_rx.clone())),
         ];
         if let Some(dir) = &config.data_dir {
             persist::write_now(&shared, dir)?;
-            tasks.push(tokio::spawn(persist::run(shared.clone(), dir.clone(), stop_rx)));
+            tasks.push(tokio::spawn(persist::run(
+                shared.clone(),
+                dir.clone(),
+                stop_rx,
+            )));
         }
         let emu = Emulator {
             local_addr,

@@ -51,8 +51,13 @@ struct Args {
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
-    let (a, b) = s.split_once('-').context("--node-port-range must look like 30000-32767")?;
-    let (a, b): (u16, u16) = (a.trim().parse().context("range start")?, b.trim().parse().context("range end")?);
+    let (a, b) = s
+        .split_once('-')
+        .context("--node-port-range must look like 30000-32767")?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().context("range start")?,
+        b.trim().parse().context("range end")?,
+    );
     if a > b {
         bail!("--node-port-range start {a} is above its end {b}");
     }
@@ -62,7 +67,9 @@ fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let a = Args::parse();
     let mut cfg = EmulatorConfig::new(a.listen, a.pki_dir);

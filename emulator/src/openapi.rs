@@ -9,7 +9,11 @@ use crate::errors::ApiError;
 use crate::resources::{Registry, ResourceInfo};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 fn group_versions(reg: &Registry) -> Vec<(String, String)> {
@@ -30,7 +34,10 @@ pub fn root(reg: &Registry, rv: &str) -> Value {
     let mut paths = Map::new();
     for (g, v) in group_versions(reg) {
         let p = gv_path(&g, &v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={rv}")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={rv}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -52,7 +59,10 @@ pub fn group_version(reg: &Registry, path: &str) -> Result<Value, ApiError> {
         _ => return Err(ApiError::path_not_found()),
     };
     let mut paths = Map::new();
-    for r in reg.in_group_version(&group, &version).filter(|r| !r.create_only) {
+    for r in reg
+        .in_group_version(&group, &version)
+        .filter(|r| !r.create_only)
+    {
         let params = json!([
             {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
             {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},

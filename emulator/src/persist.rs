@@ -27,7 +27,8 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let snap = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let snap =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     Ok(Some(snap))
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -62,8 +63,14 @@ fn create_ca(cluster_name: &str) -> Result<(String, String)> {
     let key = KeyPair::generate().context("generating CA key")?;
     let mut params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, format!("{cluster_name}-ca"));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{cluster_name}-ca"));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let cert = params.self_signed(&key).context("self-signing CA")?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -89,15 +96,28 @@ fn sign_leaf(
         [o] => params.distinguished_name.push(DnType::OrganizationName, *o),
         [a, b] => {
             params.distinguished_name.push(DnType::OrganizationName, *a);
-            params.distinguished_name.push(DnType::CustomDnType(ORGANIZATION_OID.to_vec()), *b);
+            params
+                .distinguished_name
+                .push(DnType::CustomDnType(ORGANIZATION_OID.to_vec()), *b);
         }
-        _ => anyhow::bail!("at most two organizations (groups) per client certificate, got {}", orgs.len()),
+        _ => anyhow::bail!(
+            "at most two organizations (groups) per client certificate, got {}",
+            orgs.len()
+        ),
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages =
-        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
     params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, &issuer).context("signing leaf certificate")?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing leaf certificate")?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
@@ -118,18 +138,33 @@ impl Pki {
         let (admin_cert_pem, admin_key_pem) = match read_pair(dir, ADMIN_CERT, ADMIN_KEY) {
             Some(p) => p,
             None => {
-                let (c, k) = sign_leaf(&ca_cert_pem, &ca_key_pem, "kubernetes-admin", &["system:masters"], vec![], false)?;
+                let (c, k) = sign_leaf(
+                    &ca_cert_pem,
+                    &ca_key_pem,
+                    "kubernetes-admin",
+                    &["system:masters"],
+                    vec![],
+                    false,
+                )?;
                 write(dir, ADMIN_KEY, k.as_bytes())?;
                 write(dir, ADMIN_CERT, c.as_bytes())?;
                 (c, k)
             }
         };
-        let (serving_cert_pem, serving_key_pem) =
-            sign_leaf(&ca_cert_pem, &ca_key_pem, "kube-apiserver", &[], sans.to_vec(), true)?;
+        let (serving_cert_pem, serving_key_pem) = sign_leaf(
+            &ca_cert_pem,
+            &ca_key_pem,
+            "kube-apiserver",
+            &[],
+            sans.to_vec(),
+            true,
+        )?;
         write(dir, SERVING_KEY, serving_key_pem.as_bytes())?;
         write(dir, SERVING_CERT, serving_cert_pem.as_bytes())?;
         let sa_signing_key = match fs::read_to_string(dir.join(SA_SIGNING_KEY)) {
-            Ok(hexed) => hex::decode(hexed.trim()).context("decoding the ServiceAccount signing key")?,
+            Ok(hexed) => {
+                hex::decode(hexed.trim()).context("decoding the ServiceAccount signing key")?
+            }
             Err(_) => {
                 let key: [u8; 32] = rand::random();
                 write(dir, SA_SIGNING_KEY, hex::encode(key).as_bytes())?;
@@ -154,16 +189,23 @@ impl Pki {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_cert_pem.as_bytes()) {
-            roots.add(c.context("parsing CA PEM")?).context("adding CA root")?;
+            roots
+                .add(c.context("parsing CA PEM")?)
+                .context("adding CA root")?;
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| anyhow!("building client verifier: {e}"))?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.serving_cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .context("parsing serving certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(self.serving_key_pem.as_bytes()).context("parsing serving key")?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| anyhow!("building client verifier: {e}"))?;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.serving_cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .context("parsing serving certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(self.serving_key_pem.as_bytes())
+            .context("parsing serving key")?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .context("TLS versions")?

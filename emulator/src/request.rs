@@ -36,7 +36,11 @@ const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
 /// Parses a request path.
 pub fn parse_path(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api"] => return Route::CoreVersions,
         ["apis"] => return Route::Groups,
@@ -114,7 +118,13 @@ pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
 mod tests {
     use super::*;
 
-    fn rp(group: &str, resource: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> Route {
+    fn rp(
+        group: &str,
+        resource: &str,
+        ns: Option<&str>,
+        name: Option<&str>,
+        sub: Option<&str>,
+    ) -> Route {
         Route::Resource(ResourcePath {
             group: group.into(),
             version: "v1".into(),
@@ -127,23 +137,47 @@ mod tests {
 
     #[test]
     fn paths_are_split_like_the_apiserver_does() {
-        assert_eq!(parse_path("/api/v1/namespaces"), rp("", "namespaces", None, None, None));
-        assert_eq!(parse_path("/api/v1/namespaces/a"), rp("", "namespaces", None, Some("a"), None));
-        assert_eq!(parse_path("/api/v1/namespaces/a/status"), rp("", "namespaces", None, Some("a"), Some("status")));
-        assert_eq!(parse_path("/api/v1/namespaces/a/pods"), rp("", "pods", Some("a"), None, None));
+        assert_eq!(
+            parse_path("/api/v1/namespaces"),
+            rp("", "namespaces", None, None, None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/a"),
+            rp("", "namespaces", None, Some("a"), None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/a/status"),
+            rp("", "namespaces", None, Some("a"), Some("status"))
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/a/pods"),
+            rp("", "pods", Some("a"), None, None)
+        );
         assert_eq!(
             parse_path("/api/v1/namespaces/a/serviceaccounts/s/token"),
             rp("", "serviceaccounts", Some("a"), Some("s"), Some("token"))
         );
-        assert_eq!(parse_path("/apis/apps/v1/deployments"), rp("apps", "deployments", None, None, None));
-        assert_eq!(parse_path("/apis/apps/v1"), Route::Resources { group: "apps".into(), version: "v1".into() });
+        assert_eq!(
+            parse_path("/apis/apps/v1/deployments"),
+            rp("apps", "deployments", None, None, None)
+        );
+        assert_eq!(
+            parse_path("/apis/apps/v1"),
+            Route::Resources {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(parse_path("/version"), Route::Other("/version".into()));
     }
 
     #[test]
     fn query_values_are_decoded() {
         let q = parse_query(Some("labelSelector=a%3Db%2Cc+in+(x)&watch=1"));
-        assert_eq!(q.get("labelSelector").map(String::as_str), Some("a=b,c in (x)"));
+        assert_eq!(
+            q.get("labelSelector").map(String::as_str),
+            Some("a=b,c in (x)")
+        );
         assert_eq!(q.get("watch").map(String::as_str), Some("1"));
     }
 }

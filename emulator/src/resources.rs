@@ -61,7 +61,11 @@ impl ResourceInfo {
 
     /// `apiVersion` for a served version.
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{}", self.group, version) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{}", self.group, version)
+        }
     }
 
     /// The storage version.
@@ -79,7 +83,16 @@ impl ResourceInfo {
         if self.create_only {
             vec!["create"]
         } else {
-            vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+            vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
         }
     }
 
@@ -116,44 +129,164 @@ const fn b(
     short: &'static [&'static str],
     subs: &'static [Subresource],
 ) -> Builtin {
-    Builtin { group, version, kind, plural, namespaced, short, subs }
+    Builtin {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+        short,
+        subs,
+    }
 }
 
 use Subresource::{Approval, Status, Token};
 
 const BUILTINS: &[Builtin] = &[
-    b("", "v1", "Namespace", "namespaces", false, &["ns"], &[Status]),
+    b(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        false,
+        &["ns"],
+        &[Status],
+    ),
     b("", "v1", "Service", "services", true, &["svc"], &[Status]),
     b("", "v1", "Endpoints", "endpoints", true, &["ep"], &[]),
     b("", "v1", "Secret", "secrets", true, &[], &[]),
     b("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[]),
-    b("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &[Token]),
+    b(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        true,
+        &["sa"],
+        &[Token],
+    ),
     b("", "v1", "Pod", "pods", true, &["po"], &[Status]),
     b("", "v1", "Node", "nodes", false, &["no"], &[Status]),
     b("", "v1", "Event", "events", true, &["ev"], &[]),
-    b("apps", "v1", "Deployment", "deployments", true, &["deploy"], &[Status]),
-    b("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], &[Status]),
+    b(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        true,
+        &["deploy"],
+        &[Status],
+    ),
+    b(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        true,
+        &["ds"],
+        &[Status],
+    ),
     b("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[]),
-    b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, &[], &[]),
-    b("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[]),
-    b("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", false, &["csr"], &[
-        Status, Approval,
-    ]),
-    b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], &[
-        Status,
-    ]),
-    b("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], &[]),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], &[]),
-    b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], &[]),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], &[]),
-    b("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], &[]),
-    b("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false, &[], &[]),
+    b(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+        &[],
+        &[],
+    ),
+    b(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        &[],
+        &[],
+    ),
+    b(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        false,
+        &["csr"],
+        &[Status, Approval],
+    ),
+    b(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+        &["crd", "crds"],
+        &[Status],
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        true,
+        &[],
+        &[],
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+        &[],
+        &[],
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+        &[],
+        &[],
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+        &[],
+        &[],
+    ),
+    b(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+        &[],
+        &[],
+    ),
+    b(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        false,
+        &[],
+        &[],
+    ),
 ];
 
 /// Resources whose `status` the real create strategy keeps (the client registers it).
 const KEEP_STATUS_ON_CREATE: &[&str] = &["nodes", "namespaces"];
 /// Resources a PUT may create.
-const CREATE_ON_UPDATE: &[(&str, &str)] = &[("", "endpoints"), ("", "events"), ("events.k8s.io", "events")];
+const CREATE_ON_UPDATE: &[(&str, &str)] = &[
+    ("", "endpoints"),
+    ("", "events"),
+    ("events.k8s.io", "events"),
+];
 
 /// All served resources keyed by (group, plural).
 #[derive(Clone, Debug, Default)]
@@ -190,7 +323,8 @@ impl Registry {
 
     /// Adds or replaces a resource.
     pub fn insert(&mut self, info: ResourceInfo) {
-        self.by_key.insert((info.group.clone(), info.plural.clone()), info);
+        self.by_key
+            .insert((info.group.clone(), info.plural.clone()), info);
     }
 
     /// Removes a resource (CRD deleted).
@@ -210,7 +344,9 @@ impl Registry {
 
     /// The resource whose storage version's kind is `kind` in `group`.
     pub fn by_kind(&self, group: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.by_key.values().find(|r| r.group == group && r.kind == kind)
+        self.by_key
+            .values()
+            .find(|r| r.group == group && r.kind == kind)
     }
 
     /// Every resource.
@@ -241,8 +377,14 @@ impl Registry {
     }
 
     /// Resources served in (group, version).
-    pub fn in_group_version<'a>(&'a self, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceInfo> {
-        self.by_key.values().filter(move |r| r.group == group && r.serves(version))
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a ResourceInfo> {
+        self.by_key
+            .values()
+            .filter(move |r| r.group == group && r.serves(version))
     }
 }
 
@@ -261,12 +403,19 @@ pub fn from_crd(crd: &Value) -> Option<ResourceInfo> {
     let short_names = names
         .get("shortNames")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let all_versions: Vec<Value> = spec.get("versions")?.as_array()?.clone();
-    let served: Vec<&Value> =
-        all_versions.iter().filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false)).collect();
+    let served: Vec<&Value> = all_versions
+        .iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false))
+        .collect();
     let storage = served
         .iter()
         .find(|v| v.get("storage").and_then(Value::as_bool).unwrap_or(false))
@@ -278,7 +427,9 @@ pub fn from_crd(crd: &Value) -> Option<ResourceInfo> {
             versions.push(n.to_string());
         }
     }
-    let has_status = all_versions.iter().any(|v| v.pointer("/subresources/status").is_some());
+    let has_status = all_versions
+        .iter()
+        .any(|v| v.pointer("/subresources/status").is_some());
     Some(ResourceInfo {
         group,
         versions,
@@ -287,7 +438,11 @@ pub fn from_crd(crd: &Value) -> Option<ResourceInfo> {
         singular,
         namespaced,
         short_names,
-        subresources: if has_status { vec![Subresource::Status] } else { vec![] },
+        subresources: if has_status {
+            vec![Subresource::Status]
+        } else {
+            vec![]
+        },
         create_only: false,
         reset_status_on_create: has_status,
         create_on_update: false,

@@ -20,9 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::UserInfo;
 use crate::authz;
 use crate::discovery;
-use crate::openapi;
 use crate::errors::ApiError;
 use crate::handlers::{self, Call, Filters, Format};
+use crate::openapi;
 use crate::rbac::{Attributes, Decision};
 use crate::request::{self, ResourcePath, Route};
 use crate::shared::Shared;
@@ -38,7 +38,10 @@ fn json_response(code: u16, body: &Value) -> Response<Body> {
     let bytes = Bytes::from(body.to_string());
     let mut r = Response::new(Full::new(bytes).boxed());
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -49,12 +52,20 @@ fn error_response(e: &ApiError) -> Response<Body> {
 fn text_response(code: u16, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 /// Serves connections until `stop` turns true; connection tasks are aborted then.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -103,19 +114,34 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Sha
 
 /// The user of a bearer token, if the token is valid.
 fn token_user(shared: &Shared, token: &str) -> Option<UserInfo> {
-    let claims = shared.env.signer.verify(token, chrono::Utc::now().timestamp())?;
+    let claims = shared
+        .env
+        .signer
+        .verify(token, chrono::Utc::now().timestamp())?;
     if claims.secret_name.is_none() && !claims.audiences.contains(&shared.config.api_audience()) {
         return None;
     }
     shared.read(|st| {
-        let sa = st.store.get(&(String::new(), "serviceaccounts".into()), &claims.namespace, &claims.service_account)?;
+        let sa = st.store.get(
+            &(String::new(), "serviceaccounts".into()),
+            &claims.namespace,
+            &claims.service_account,
+        )?;
         if meta_str(&sa, "uid") != Some(claims.service_account_uid.as_str()) {
             return None;
         }
         if let Some(secret) = &claims.secret_name {
-            st.store.get(&(String::new(), "secrets".into()), &claims.namespace, secret)?;
+            st.store.get(
+                &(String::new(), "secrets".into()),
+                &claims.namespace,
+                secret,
+            )?;
         }
-        Some(UserInfo::service_account(&claims.namespace, &claims.service_account, &claims.service_account_uid))
+        Some(UserInfo::service_account(
+            &claims.namespace,
+            &claims.service_account,
+            &claims.service_account_uid,
+        ))
     })
 }
 
@@ -127,7 +153,11 @@ enum Authn {
 
 fn authenticate(shared: &Shared, cert_user: Option<UserInfo>, req: &Request<Incoming>) -> Authn {
     if let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) {
-        let token = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let token = h
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
         return match token.and_then(|t| token_user(shared, t)) {
             Some(u) => Authn::User(u),
             None => Authn::Invalid,
@@ -140,9 +170,16 @@ fn authenticate(shared: &Shared, cert_user: Option<UserInfo>, req: &Request<Inco
 }
 
 fn response_format(req: &Request<Incoming>) -> Result<Format, ApiError> {
-    let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
     let table = accept.split(',').any(|a| a.contains("as=Table"));
-    let full = req.uri().query().is_some_and(|q| q.contains("includeObject=Object"));
+    let full = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("includeObject=Object"));
     if table {
         return Ok(Format::Table { full_objects: full });
     }
@@ -150,7 +187,11 @@ fn response_format(req: &Request<Incoming>) -> Result<Format, ApiError> {
         let t = a.split(';').next().unwrap_or_default().trim();
         t == "*/*" || t == "application/*" || t == "application/json" || t.is_empty()
     });
-    if json_ok { Ok(Format::Json) } else { Err(ApiError::not_acceptable()) }
+    if json_ok {
+        Ok(Format::Json)
+    } else {
+        Err(ApiError::not_acceptable())
+    }
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
@@ -162,7 +203,11 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
 }
 
-async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    shared: Arc<Shared>,
+    cert_user: Option<UserInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match route(shared, cert_user, req).await {
@@ -173,7 +218,11 @@ async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<I
     resp
 }
 
-async fn route(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    shared: Arc<Shared>,
+    cert_user: Option<UserInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let user = match authenticate(&shared, cert_user, &req) {
         Authn::Invalid => return Err(ApiError::unauthorized()),
@@ -185,24 +234,43 @@ async fn route(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<In
         "/version" => return Ok(json_response(200, &discovery::version())),
         _ => {}
     }
-    let Some(user) = user else { return Err(ApiError::unauthorized()) };
+    let Some(user) = user else {
+        return Err(ApiError::unauthorized());
+    };
     let route = request::parse_path(&path);
     if !matches!(route, Route::Resource(_)) && req.method() != Method::GET {
         return Err(ApiError::method_not_allowed(req.method().as_str(), &path));
     }
     match route {
-        Route::CoreVersions => Ok(json_response(200, &discovery::core_versions(&shared.config.advertise.to_string()))),
-        Route::Groups => Ok(json_response(200, &shared.read(|st| discovery::groups(&st.registry)))),
-        Route::Group(g) => Ok(json_response(200, &shared.read(|st| discovery::group(&st.registry, &g))?)),
-        Route::Resources { group, version } => {
-            Ok(json_response(200, &shared.read(|st| discovery::resources(&st.registry, &group, &version))?))
-        }
-        Route::Other(p) if p == "/openapi/v3" => {
-            Ok(json_response(200, &shared.read(|st| openapi::root(&st.registry, &st.rv_string()))))
-        }
+        Route::CoreVersions => Ok(json_response(
+            200,
+            &discovery::core_versions(&shared.config.advertise.to_string()),
+        )),
+        Route::Groups => Ok(json_response(
+            200,
+            &shared.read(|st| discovery::groups(&st.registry)),
+        )),
+        Route::Group(g) => Ok(json_response(
+            200,
+            &shared.read(|st| discovery::group(&st.registry, &g))?,
+        )),
+        Route::Resources { group, version } => Ok(json_response(
+            200,
+            &shared.read(|st| discovery::resources(&st.registry, &group, &version))?,
+        )),
+        Route::Other(p) if p == "/openapi/v3" => Ok(json_response(
+            200,
+            &shared.read(|st| openapi::root(&st.registry, &st.rv_string())),
+        )),
         Route::Other(p) if p.starts_with("/openapi/v3/") => {
-            let gv = p.trim_start_matches("/openapi/v3/").trim_end_matches('/').to_string();
-            Ok(json_response(200, &shared.read(|st| openapi::group_version(&st.registry, &gv))?))
+            let gv = p
+                .trim_start_matches("/openapi/v3/")
+                .trim_end_matches('/')
+                .to_string();
+            Ok(json_response(
+                200,
+                &shared.read(|st| openapi::group_version(&st.registry, &gv))?,
+            ))
         }
         Route::Other(_) => Err(ApiError::path_not_found()),
         Route::Resource(rp) => resource(shared, user, rp, req).await,
@@ -223,14 +291,30 @@ fn verb_of(method: &Method, rp: &ResourcePath, watch: bool) -> Option<&'static s
     })
 }
 
-async fn resource(shared: Arc<Shared>, user: UserInfo, rp: ResourcePath, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn resource(
+    shared: Arc<Shared>,
+    user: UserInfo,
+    rp: ResourcePath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let query = request::parse_query(req.uri().query());
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let verb = verb_of(req.method(), &rp, watch).ok_or_else(|| ApiError::method_not_allowed(req.method().as_str(), &rp.resource))?;
+    let verb = verb_of(req.method(), &rp, watch)
+        .ok_or_else(|| ApiError::method_not_allowed(req.method().as_str(), &rp.resource))?;
     let info = shared
-        .read(|st| st.registry.lookup(&rp.group, &rp.version, &rp.resource).cloned())
+        .read(|st| {
+            st.registry
+                .lookup(&rp.group, &rp.version, &rp.resource)
+                .cloned()
+        })
         .ok_or_else(ApiError::path_not_found)?;
-    if info.namespaced && rp.namespace.is_none() && matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection" | "get") {
+    if info.namespaced
+        && rp.namespace.is_none()
+        && matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection" | "get"
+        )
+    {
         return Err(ApiError::path_not_found());
     }
     if info.create_only && verb != "create" {
@@ -241,7 +325,11 @@ async fn resource(shared: Arc<Shared>, user: UserInfo, rp: ResourcePath, req: Re
         api_group: rp.group.clone(),
         resource: rp.resource.clone(),
         subresource: rp.subresource.clone().unwrap_or_default(),
-        namespace: if info.namespaced { rp.namespace.clone() } else { None },
+        namespace: if info.namespaced {
+            rp.namespace.clone()
+        } else {
+            None
+        },
         name: rp.name.clone(),
         path: None,
     };
@@ -265,7 +353,13 @@ async fn resource(shared: Arc<Shared>, user: UserInfo, rp: ResourcePath, req: Re
             return Err(ApiError::unsupported_media_type(ct, &["application/json"]));
         }
     }
-    let call = Call { info, path: &rp, query: &query, user: &user, format };
+    let call = Call {
+        info,
+        path: &rp,
+        query: &query,
+        user: &user,
+        format,
+    };
     let reply = match verb {
         "watch" => return watch_response(shared, &call),
         "get" => handlers::get(&shared, &call)?,
@@ -282,7 +376,11 @@ async fn resource(shared: Arc<Shared>, user: UserInfo, rp: ResourcePath, req: Re
 fn watch_response(shared: Arc<Shared>, c: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let q = c.query;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    let mut namespace = if c.info.namespaced { c.path.namespace.clone() } else { None };
+    let mut namespace = if c.info.namespaced {
+        c.path.namespace.clone()
+    } else {
+        None
+    };
     let mut filters = Filters::from_query(&c.info, q)?;
     if let Some(name) = &c.path.name {
         // The legacy `/watch`-by-name form: a field selector on the name.
@@ -298,15 +396,26 @@ fn watch_response(shared: Arc<Shared>, c: &Call<'_>) -> Result<Response<Body>, A
         resource_version: q.get("resourceVersion").cloned(),
         bookmarks: flag("allowWatchBookmarks"),
         send_initial_events: flag("sendInitialEvents"),
-        timeout: q.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs),
+        timeout: q
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .map(Duration::from_secs),
         format: c.format,
     };
     let rx = watch_stream::start(shared, req)?;
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }

@@ -20,7 +20,12 @@ impl Shared {
     /// Wraps a state.
     pub fn new(state: State, config: EmulatorConfig, env: Arc<Env>) -> Self {
         let rv = state.store.current_rv();
-        Shared { state: Mutex::new(state), changed: watch::channel(rv).0, config, env }
+        Shared {
+            state: Mutex::new(state),
+            changed: watch::channel(rv).0,
+            config,
+            env,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

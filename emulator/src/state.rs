@@ -60,13 +60,22 @@ pub fn rkey(info: &ResourceInfo) -> ResourceKey {
 
 /// A Target for error messages.
 pub fn target<'a>(info: &'a ResourceInfo, name: &'a str) -> Target<'a> {
-    Target { group: &info.group, resource: &info.plural, name }
+    Target {
+        group: &info.group,
+        resource: &info.plural,
+        name,
+    }
 }
 
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -74,13 +83,18 @@ fn finalizers(obj: &Value) -> Vec<String> {
 fn must_wait(info: &ResourceInfo, obj: &Value) -> bool {
     let spec_finalizers = info.group.is_empty()
         && info.plural == "namespaces"
-        && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
     !finalizers(obj).is_empty() || spec_finalizers
 }
 
 /// Resources whose objects carry `metadata.generation`.
 fn tracks_generation(info: &ResourceInfo) -> bool {
-    info.is_custom() || (info.has(Subresource::Status) && !matches!(info.plural.as_str(), "namespaces" | "nodes"))
+    info.is_custom()
+        || (info.has(Subresource::Status)
+            && !matches!(info.plural.as_str(), "namespaces" | "nodes"))
 }
 
 /// Everything but metadata and status: a change there bumps the generation.
@@ -107,9 +121,13 @@ fn generated_name(prefix: &str) -> String {
 /// Makes sure `obj` is a JSON object with a `metadata` object.
 fn ensure_metadata(obj: &mut Value) -> Result<(), ApiError> {
     let Some(m) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     };
-    let md = m.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let md = m
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !md.is_object() {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
@@ -150,14 +168,28 @@ fn check_namespace(info: &ResourceInfo, ns: Option<&str>, obj: &mut Value) -> Re
 
 impl State {
     /// A fresh state around a store.
-    pub fn new(store: Store, registry: Registry, services: ServiceAllocator, env: Arc<Env>) -> Self {
-        State { store, registry, services, env }
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        services: ServiceAllocator,
+        env: Arc<Env>,
+    ) -> Self {
+        State {
+            store,
+            registry,
+            services,
+            env,
+        }
     }
 
     fn namespace_gate(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
         let ns_key = (String::new(), "namespaces".to_string());
         match self.store.get(&ns_key, "", ns) {
-            None => Err(ApiError::not_found(Target { group: "", resource: "namespaces", name: ns })),
+            None => Err(ApiError::not_found(Target {
+                group: "",
+                resource: "namespaces",
+                name: ns,
+            })),
             Some(n) if meta_str(&n, "deletionTimestamp").is_some() => {
                 Err(ApiError::namespace_terminating(target(info, name), ns))
             }
@@ -178,7 +210,9 @@ impl State {
         check_namespace(info, ns, &mut obj)?;
         let ns = ns.unwrap_or_default().to_string();
         let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
-        let generate = meta_str(&obj, "generateName").unwrap_or_default().to_string();
+        let generate = meta_str(&obj, "generateName")
+            .unwrap_or_default()
+            .to_string();
         let key = rkey(info);
         if name.is_empty() {
             if generate.is_empty() {
@@ -209,7 +243,9 @@ impl State {
             return Err(ApiError::already_exists(target(info, &name)));
         }
         {
-            let md = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::internal("metadata vanished"))?;
+            let md = obj["metadata"]
+                .as_object_mut()
+                .ok_or_else(|| ApiError::internal("metadata vanished"))?;
             md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             md.insert("creationTimestamp".into(), json!(now_rfc3339()));
             md.remove("deletionTimestamp");
@@ -257,14 +293,20 @@ impl State {
             _ => new["metadata"]["name"] = json!(name),
         }
         let key = rkey(info);
-        let store_ns = if info.namespaced { ns.unwrap_or_default() } else { "" };
+        let store_ns = if info.namespaced {
+            ns.unwrap_or_default()
+        } else {
+            ""
+        };
         let Some(old) = self.store.get(&key, store_ns, name) else {
             if info.create_on_update && sub.is_none() {
                 return self.create(info, ns, new, user).map(|o| (o, true));
             }
             return Err(ApiError::not_found(target(info, name)));
         };
-        let body_rv = meta_str(&new, "resourceVersion").unwrap_or_default().to_string();
+        let body_rv = meta_str(&new, "resourceVersion")
+            .unwrap_or_default()
+            .to_string();
         if body_rv.is_empty() {
             if info.require_rv_on_update {
                 return Err(ApiError::invalid(
@@ -284,7 +326,13 @@ impl State {
         let mut merged = match sub {
             None => {
                 let mut m = new;
-                for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                for f in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ] {
                     match old["metadata"].get(f) {
                         Some(v) => m["metadata"][f] = v.clone(),
                         None => {
@@ -316,14 +364,22 @@ impl State {
             }
             Some(Subresource::Approval) => {
                 let mut m = (*old).clone();
-                let conditions = new.pointer("/status/conditions").cloned().unwrap_or(json!([]));
+                let conditions = new
+                    .pointer("/status/conditions")
+                    .cloned()
+                    .unwrap_or(json!([]));
                 if !m.get("status").is_some_and(Value::is_object) {
                     m["status"] = json!({});
                 }
                 m["status"]["conditions"] = conditions;
                 m
             }
-            Some(Subresource::Token) => return Err(ApiError::method_not_allowed("update", "serviceaccounts/token")),
+            Some(Subresource::Token) => {
+                return Err(ApiError::method_not_allowed(
+                    "update",
+                    "serviceaccounts/token",
+                ));
+            }
         };
         if meta_str(&old, "deletionTimestamp").is_some() {
             let before = finalizers(&old);
@@ -341,7 +397,10 @@ impl State {
             }
         }
         if tracks_generation(info) && spec_part(&old) != spec_part(&merged) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             merged["metadata"]["generation"] = json!(g + 1);
         }
         admission::on_update(self, info, &old, &mut merged, sub)?;
@@ -350,7 +409,9 @@ impl State {
             return Ok((old, false));
         }
         if meta_str(&merged, "deletionTimestamp").is_some() && !must_wait(info, &merged) {
-            let gone = self.remove(info, store_ns, name).ok_or_else(|| ApiError::not_found(target(info, name)))?;
+            let gone = self
+                .remove(info, store_ns, name)
+                .ok_or_else(|| ApiError::not_found(target(info, name)))?;
             return Ok((gone, false));
         }
         let stored = self.store.put(&key, merged);
@@ -366,7 +427,13 @@ impl State {
     }
 
     /// Deletes an object (DELETE): at once, or by setting deletionTimestamp when finalizers remain.
-    pub fn delete(&mut self, info: &ResourceInfo, ns: &str, name: &str, opts: &DeleteOpts) -> Result<Deleted, ApiError> {
+    pub fn delete(
+        &mut self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Deleted, ApiError> {
         let key = rkey(info);
         let Some(cur) = self.store.get(&key, ns, name) else {
             return Err(ApiError::not_found(target(info, name)));
@@ -376,7 +443,9 @@ impl State {
             if uid != actual {
                 return Err(ApiError::conflict_because(
                     target(info, name),
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
                 ));
             }
         }
@@ -402,7 +471,9 @@ impl State {
             let stored = self.store.put(&key, o);
             return Ok(Deleted::Pending(stored));
         }
-        let gone = self.remove(info, ns, name).ok_or_else(|| ApiError::not_found(target(info, name)))?;
+        let gone = self
+            .remove(info, ns, name)
+            .ok_or_else(|| ApiError::not_found(target(info, name)))?;
         Ok(Deleted::Gone(gone))
     }
 

@@ -74,19 +74,33 @@ pub struct SnapshotEntry {
 
 fn object_key(obj: &Value) -> ObjectKey {
     let md = obj.get("metadata");
-    let s = |f: &str| md.and_then(|m| m.get(f)).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |f: &str| {
+        md.and_then(|m| m.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (s("namespace"), s("name"))
 }
 
 /// The resourceVersion of an object as a number (0 when absent or not numeric).
 pub fn object_rv(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Store {
     /// An empty store keeping `history_len` changes for watches.
     pub fn new(history_len: usize) -> Self {
-        Store { rv: 1, objects: BTreeMap::new(), history: VecDeque::new(), history_len: history_len.max(1), compacted_rv: 1 }
+        Store {
+            rv: 1,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_len: history_len.max(1),
+            compacted_rv: 1,
+        }
     }
 
     /// A store restored from a snapshot; the history starts empty, so watches
@@ -97,7 +111,10 @@ impl Store {
         s.compacted_rv = snap.resource_version;
         for e in snap.objects {
             let key = object_key(&e.object);
-            s.objects.entry((e.group, e.resource)).or_default().insert(key, Arc::new(e.object));
+            s.objects
+                .entry((e.group, e.resource))
+                .or_default()
+                .insert(key, Arc::new(e.object));
         }
         s
     }
@@ -108,10 +125,17 @@ impl Store {
             .objects
             .iter()
             .flat_map(|((g, r), objs)| {
-                objs.values().map(move |o| SnapshotEntry { group: g.clone(), resource: r.clone(), object: (**o).clone() })
+                objs.values().map(move |o| SnapshotEntry {
+                    group: g.clone(),
+                    resource: r.clone(),
+                    object: (**o).clone(),
+                })
             })
             .collect();
-        Snapshot { resource_version: self.rv, objects }
+        Snapshot {
+            resource_version: self.rv,
+            objects,
+        }
     }
 
     /// The latest resourceVersion handed out.
@@ -126,12 +150,17 @@ impl Store {
 
     /// One object.
     pub fn get(&self, res: &ResourceKey, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects.get(res)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.objects
+            .get(res)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Objects of a resource, optionally of one namespace, ordered by (namespace, name).
     pub fn list(&self, res: &ResourceKey, ns: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(objs) = self.objects.get(res) else { return Vec::new() };
+        let Some(objs) = self.objects.get(res) else {
+            return Vec::new();
+        };
         match ns {
             Some(ns) => objs
                 .range((ns.to_string(), String::new())..)
@@ -144,7 +173,9 @@ impl Store {
 
     /// Every stored object with its resource.
     pub fn all(&self) -> impl Iterator<Item = (&ResourceKey, &Arc<Value>)> {
-        self.objects.iter().flat_map(|(r, objs)| objs.values().map(move |o| (r, o)))
+        self.objects
+            .iter()
+            .flat_map(|(r, objs)| objs.values().map(move |o| (r, o)))
     }
 
     /// Stores `obj` (created or replaced) with a fresh resourceVersion, records the change, and returns it.
@@ -153,25 +184,56 @@ impl Store {
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let key = object_key(&obj);
         let obj = Arc::new(obj);
-        let prev = self.objects.entry(res.clone()).or_default().insert(key.clone(), obj.clone());
-        let change = if prev.is_some() { ChangeType::Modified } else { ChangeType::Added };
+        let prev = self
+            .objects
+            .entry(res.clone())
+            .or_default()
+            .insert(key.clone(), obj.clone());
+        let change = if prev.is_some() {
+            ChangeType::Modified
+        } else {
+            ChangeType::Added
+        };
         self.record(res, key.0, change, obj.clone(), prev);
         obj
     }
 
     /// Removes an object, records the deletion, and returns the object's last state.
     pub fn remove(&mut self, res: &ResourceKey, ns: &str, name: &str) -> Option<Arc<Value>> {
-        let prev = self.objects.get_mut(res)?.remove(&(ns.to_string(), name.to_string()))?;
+        let prev = self
+            .objects
+            .get_mut(res)?
+            .remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let mut last = (*prev).clone();
         last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let last = Arc::new(last);
-        self.record(res, ns.to_string(), ChangeType::Deleted, last.clone(), Some(prev));
+        self.record(
+            res,
+            ns.to_string(),
+            ChangeType::Deleted,
+            last.clone(),
+            Some(prev),
+        );
         Some(last)
     }
 
-    fn record(&mut self, res: &ResourceKey, ns: String, change: ChangeType, object: Arc<Value>, prev: Option<Arc<Value>>) {
-        self.history.push_back(Arc::new(Change { rv: self.rv, resource: res.clone(), namespace: ns, change, object, prev }));
+    fn record(
+        &mut self,
+        res: &ResourceKey,
+        ns: String,
+        change: ChangeType,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) {
+        self.history.push_back(Arc::new(Change {
+            rv: self.rv,
+            resource: res.clone(),
+            namespace: ns,
+            change,
+            object,
+            prev,
+        }));
         while self.history.len() > self.history_len {
             if let Some(old) = self.history.pop_front() {
                 self.compacted_rv = old.rv;
@@ -185,7 +247,12 @@ impl Store {
             return Err(self.compacted_rv);
         }
         let start = self.history.partition_point(|c| c.rv <= rv);
-        Ok(self.history.range(start..).filter(|c| &c.resource == res).cloned().collect())
+        Ok(self
+            .history
+            .range(start..)
+            .filter(|c| &c.resource == res)
+            .cloned()
+            .collect())
     }
 }
 
@@ -207,7 +274,7 @@ mod tests {
         s.put(&res(), cm("a", "x"));
         s.put(&res(), cm("a", "y"));
         s.put(&res(), cm("a", "z"));
-        assert_eq!(s.changes_since(&res(), 1), Err(2));
+        assert_eq!(s.changes_since(&res(), 1).err(), Some(2));
         let ch = s.changes_since(&res(), 2).unwrap_or_default();
         assert_eq!(ch.iter().map(|c| c.rv).collect::<Vec<_>>(), vec![3, 4]);
     }

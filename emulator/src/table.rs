@@ -22,7 +22,13 @@ enum Source {
 }
 
 fn col(name: &str, ty: &str, source: Source) -> Column {
-    Column { name: name.into(), ty: ty.into(), format: String::new(), priority: 0, source }
+    Column {
+        name: name.into(),
+        ty: ty.into(),
+        format: String::new(),
+        priority: 0,
+        source,
+    }
 }
 
 fn columns(info: &ResourceInfo, version: &str) -> Vec<Column> {
@@ -33,10 +39,19 @@ fn columns(info: &ResourceInfo, version: &str) -> Vec<Column> {
     };
     if let Some(v) = info.crd_version(version) {
         let mut cols = vec![name()];
-        let printer = v.get("additionalPrinterColumns").and_then(Value::as_array).cloned().unwrap_or_default();
+        let printer = v
+            .get("additionalPrinterColumns")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let mut has_age = false;
         for p in &printer {
-            let s = |f: &str| p.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |f: &str| {
+                p.get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let path = s("jsonPath");
             let source = if path == ".metadata.creationTimestamp" {
                 has_age = true;
@@ -59,27 +74,51 @@ fn columns(info: &ResourceInfo, version: &str) -> Vec<Column> {
     }
     let mut cols = vec![name()];
     match (info.group.as_str(), info.plural.as_str()) {
-        ("", "namespaces") => cols.push(col("Status", "string", Source::Path(".status.phase".into()))),
+        ("", "namespaces") => cols.push(col(
+            "Status",
+            "string",
+            Source::Path(".status.phase".into()),
+        )),
         ("", "services") => {
             cols.push(col("Type", "string", Source::Path(".spec.type".into())));
-            cols.push(col("Cluster-IP", "string", Source::Path(".spec.clusterIP".into())));
+            cols.push(col(
+                "Cluster-IP",
+                "string",
+                Source::Path(".spec.clusterIP".into()),
+            ));
             cols.push(col("Ports", "string", Source::ServicePorts));
         }
         ("", "pods") => {
-            cols.push(col("Status", "string", Source::Path(".status.phase".into())));
+            cols.push(col(
+                "Status",
+                "string",
+                Source::Path(".status.phase".into()),
+            ));
             cols.push(col("IP", "string", Source::Path(".status.podIP".into())));
             cols.push(col("Node", "string", Source::Path(".spec.nodeName".into())));
         }
         ("", "secrets") => cols.push(col("Type", "string", Source::Path(".type".into()))),
-        ("discovery.k8s.io", "endpointslices") => {
-            cols.push(col("AddressType", "string", Source::Path(".addressType".into())))
-        }
-        ("coordination.k8s.io", "leases") => {
-            cols.push(col("Holder", "string", Source::Path(".spec.holderIdentity".into())))
-        }
+        ("discovery.k8s.io", "endpointslices") => cols.push(col(
+            "AddressType",
+            "string",
+            Source::Path(".addressType".into()),
+        )),
+        ("coordination.k8s.io", "leases") => cols.push(col(
+            "Holder",
+            "string",
+            Source::Path(".spec.holderIdentity".into()),
+        )),
         ("certificates.k8s.io", "certificatesigningrequests") => {
-            cols.push(col("SignerName", "string", Source::Path(".spec.signerName".into())));
-            cols.push(col("Requestor", "string", Source::Path(".spec.username".into())));
+            cols.push(col(
+                "SignerName",
+                "string",
+                Source::Path(".spec.signerName".into()),
+            ));
+            cols.push(col(
+                "Requestor",
+                "string",
+                Source::Path(".spec.username".into()),
+            ));
         }
         _ => {}
     }
@@ -90,7 +129,11 @@ fn columns(info: &ResourceInfo, version: &str) -> Vec<Column> {
 /// A simple JSONPath (`.a.b`, `.a[0].b`) lookup.
 fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = obj;
-    for part in path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
+    for part in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|p| !p.is_empty())
+    {
         let (field, index) = match part.split_once('[') {
             Some((f, rest)) => (f, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (part, None),
@@ -110,7 +153,9 @@ fn human_age(created: Option<&str>) -> String {
     let Some(t) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 3600 * 2 => format!("{}m", s / 60),
@@ -120,7 +165,11 @@ fn human_age(created: Option<&str>) -> String {
 }
 
 fn service_ports(obj: &Value) -> Value {
-    let ports = obj.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ports = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let parts: Vec<String> = ports
         .iter()
         .map(|p| {
@@ -132,13 +181,23 @@ fn service_ports(obj: &Value) -> Value {
             }
         })
         .collect();
-    json!(if parts.is_empty() { "<none>".to_string() } else { parts.join(",") })
+    json!(if parts.is_empty() {
+        "<none>".to_string()
+    } else {
+        parts.join(",")
+    })
 }
 
 fn cell(c: &Column, obj: &Value) -> Value {
     match &c.source {
-        Source::Name => obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-        Source::Age => json!(human_age(obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str))),
+        Source::Name => obj
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null),
+        Source::Age => json!(human_age(
+            obj.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+        )),
         Source::Path(p) => json_path(obj, p).cloned().unwrap_or(Value::Null),
         Source::ServicePorts => service_ports(obj),
     }

@@ -42,11 +42,20 @@ impl Emitter {
     async fn send(&self, kind: &str, obj: &Value) -> bool {
         let object = match self.format {
             Format::Table { full_objects } if kind != "BOOKMARK" && kind != "ERROR" => {
-                table::table(&self.info, &self.version, &[obj.clone()], full_objects, "", None)
+                table::table(
+                    &self.info,
+                    &self.version,
+                    std::slice::from_ref(obj),
+                    full_objects,
+                    "",
+                    None,
+                )
             }
             _ => obj.clone(),
         };
-        let mut line = json!({"type": kind, "object": object}).to_string().into_bytes();
+        let mut line = json!({"type": kind, "object": object})
+            .to_string()
+            .into_bytes();
         line.push(b'\n');
         self.tx.send(Bytes::from(line)).await.is_ok()
     }
@@ -73,10 +82,18 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<mpsc::Receiver<By
     let rv_param = req.resource_version.clone().filter(|v| !v.is_empty());
     let start_rv: Option<u64> = match rv_param.as_deref() {
         None | Some("0") => None,
-        Some(v) => Some(v.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {v}")))?),
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {v}")))?,
+        ),
     };
     let (tx, rx) = mpsc::channel(256);
-    let em = Emitter { tx, info: req.info.clone(), version: req.version.clone(), format: req.format };
+    let em = Emitter {
+        tx,
+        info: req.info.clone(),
+        version: req.version.clone(),
+        format: req.format,
+    };
     let bookmark_every = shared.config.bookmark_interval;
     tokio::spawn(async move {
         let mut changed = shared.subscribe();
@@ -87,8 +104,12 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<mpsc::Receiver<By
         let mut last_rv = match start_rv {
             Some(rv) if !initial => rv,
             _ => {
-                let (objs, rv) =
-                    shared.read(|st| (st.store.list(&key, req.namespace.as_deref()), st.store.current_rv()));
+                let (objs, rv) = shared.read(|st| {
+                    (
+                        st.store.list(&key, req.namespace.as_deref()),
+                        st.store.current_rv(),
+                    )
+                });
                 for o in objs.iter().filter(|o| req.filters.matches(o)) {
                     if !em.send("ADDED", &present(&req.info, &req.version, o)).await {
                         return;
@@ -104,7 +125,8 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<mpsc::Receiver<By
         let mut ticker = tokio::time::interval(bookmark_every);
         ticker.tick().await;
         loop {
-            let (changes, current) = shared.read(|st| (st.store.changes_since(&key, last_rv), st.store.current_rv()));
+            let (changes, current) =
+                shared.read(|st| (st.store.changes_since(&key, last_rv), st.store.current_rv()));
             let changes = match changes {
                 Ok(c) => c,
                 Err(oldest) => {
@@ -117,7 +139,8 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<mpsc::Receiver<By
                 if !in_namespace(&req.namespace, &ch.object) {
                     continue;
                 }
-                let now_matches = ch.change != ChangeType::Deleted && req.filters.matches(&ch.object);
+                let now_matches =
+                    ch.change != ChangeType::Deleted && req.filters.matches(&ch.object);
                 let was_matching = ch.prev.as_ref().is_some_and(|p| req.filters.matches(p));
                 let kind = match (ch.change, was_matching, now_matches) {
                     (ChangeType::Deleted, true, _) => "DELETED",
@@ -127,7 +150,10 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> Result<mpsc::Receiver<By
                     (_, true, false) => "DELETED",
                     (_, false, false) => continue,
                 };
-                if !em.send(kind, &present(&req.info, &req.version, &ch.object)).await {
+                if !em
+                    .send(kind, &present(&req.info, &req.version, &ch.object))
+                    .await
+                {
                     return;
                 }
             }

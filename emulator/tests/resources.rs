@@ -11,7 +11,9 @@ use common::{status, status_code};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::json;
 
 fn svc(name: &str, spec: serde_json::Value) -> Service {
@@ -24,65 +26,145 @@ async fn services_get_cluster_ips_and_node_ports_and_release_them() {
     let api: Api<Service> = Api::namespaced(t.admin().await, "default");
 
     let k = api.get("kubernetes").await.expect("kubernetes service");
-    assert_eq!(k.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("10.96.0.1"));
+    assert_eq!(
+        k.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("10.96.0.1")
+    );
     let eps: Api<Endpoints> = Api::namespaced(t.admin().await, "default");
     let ep = eps.get("kubernetes").await.expect("kubernetes endpoints");
-    let addr = ep.subsets.unwrap_or_default()[0].addresses.clone().unwrap_or_default()[0].ip.clone();
+    let addr = ep.subsets.unwrap_or_default()[0]
+        .addresses
+        .clone()
+        .unwrap_or_default()[0]
+        .ip
+        .clone();
     assert_eq!(addr, "127.0.0.1");
 
     let ports = json!([{"name": "http", "port": 80, "targetPort": 8080}]);
-    let a = api.create(&PostParams::default(), &svc("a", json!({"ports": ports}))).await.expect("a");
-    let ip = a.spec.as_ref().and_then(|s| s.cluster_ip.clone()).expect("cluster ip");
+    let a = api
+        .create(&PostParams::default(), &svc("a", json!({"ports": ports})))
+        .await
+        .expect("a");
+    let ip = a
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .expect("cluster ip");
     assert!(ip.starts_with("10.96.0.") && ip != "10.96.0.1", "{ip}");
     let headless = api
-        .create(&PostParams::default(), &svc("h", json!({"clusterIP": "None", "ports": ports})))
+        .create(
+            &PostParams::default(),
+            &svc("h", json!({"clusterIP": "None", "ports": ports})),
+        )
         .await
         .expect("headless");
-    assert_eq!(headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"));
+    assert_eq!(
+        headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
     let np = api
-        .create(&PostParams::default(), &svc("np", json!({"type": "NodePort", "ports": ports})))
+        .create(
+            &PostParams::default(),
+            &svc("np", json!({"type": "NodePort", "ports": ports})),
+        )
         .await
         .expect("nodeport");
-    let node_port = np.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p[0].node_port).expect("node port");
+    let node_port = np
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p[0].node_port)
+        .expect("node port");
     assert!((30000..=30010).contains(&node_port));
 
     // Asking for an IP in use is refused; after delete it can be had again.
     let err = status(
-        api.create(&PostParams::default(), &svc("b", json!({"clusterIP": ip, "ports": ports})))
-            .await
-            .expect_err("ip in use"),
+        api.create(
+            &PostParams::default(),
+            &svc("b", json!({"clusterIP": ip, "ports": ports})),
+        )
+        .await
+        .expect_err("ip in use"),
     );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
-    api.delete("a", &DeleteParams::default()).await.expect("delete a");
+    api.delete("a", &DeleteParams::default())
+        .await
+        .expect("delete a");
     let b = api
-        .create(&PostParams::default(), &svc("b", json!({"clusterIP": ip, "ports": ports})))
+        .create(
+            &PostParams::default(),
+            &svc("b", json!({"clusterIP": ip, "ports": ports})),
+        )
         .await
         .expect("released ip reused");
-    assert_eq!(b.spec.as_ref().and_then(|s| s.cluster_ip.clone()), Some(ip.clone()));
+    assert_eq!(
+        b.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
+        Some(ip.clone())
+    );
 
     // The cluster IP is immutable.
     let err = api
-        .patch("b", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"clusterIP": "10.96.0.200", "clusterIPs": ["10.96.0.200"]}})))
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"spec": {"clusterIP": "10.96.0.200", "clusterIPs": ["10.96.0.200"]}}),
+            ),
+        )
         .await
         .expect_err("immutable");
     assert_eq!(status_code(err), 422);
 
     // Invalid specs: bad port, long name.
     let err = status(
-        api.create(&PostParams::default(), &svc("bad", json!({"ports": [{"port": 0}]}))).await.expect_err("port 0"),
+        api.create(
+            &PostParams::default(),
+            &svc("bad", json!({"ports": [{"port": 0}]})),
+        )
+        .await
+        .expect_err("port 0"),
     );
     assert_eq!(err.code, 422);
-    assert!(err.details.map(|d| d.causes.iter().any(|c| c.field.starts_with("spec.ports[0]"))).unwrap_or(false));
+    assert!(
+        err.details
+            .map(|d| d
+                .causes
+                .iter()
+                .any(|c| c.field.starts_with("spec.ports[0]")))
+            .unwrap_or(false)
+    );
     let long = "x".repeat(64);
-    assert_eq!(status_code(api.create(&PostParams::default(), &svc(&long, json!({"ports": ports}))).await.expect_err("long")), 422);
+    assert_eq!(
+        status_code(
+            api.create(&PostParams::default(), &svc(&long, json!({"ports": ports})))
+                .await
+                .expect_err("long")
+        ),
+        422
+    );
 
     // A LoadBalancer's ingress is set through /status by the lab.
-    api.create(&PostParams::default(), &svc("lb", json!({"type": "LoadBalancer", "ports": ports}))).await.expect("lb");
+    api.create(
+        &PostParams::default(),
+        &svc("lb", json!({"type": "LoadBalancer", "ports": ports})),
+    )
+    .await
+    .expect("lb");
     let lb = api
-        .patch_status("lb", &PatchParams::default(), &Patch::Merge(&json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}})))
+        .patch_status(
+            "lb",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}}),
+            ),
+        )
         .await
         .expect("lb status");
-    let ingress = lb.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default();
+    let ingress = lb
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .unwrap_or_default();
     assert_eq!(ingress[0].ip.as_deref(), Some("192.0.2.10"));
 }
 
@@ -114,7 +196,10 @@ fn widget_crd(scope: &str) -> CustomResourceDefinition {
 }
 
 fn widgets(client: &kube::Client, ns: Option<&str>) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
     match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -131,27 +216,55 @@ async fn crds_serve_validated_pruned_custom_resources_and_clean_up() {
     let t = common::start().await;
     let client = t.admin().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("crd");
+    let crd = crds
+        .create(&PostParams::default(), &widget_crd("Namespaced"))
+        .await
+        .expect("crd");
     let conds = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-    assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
 
     let api = widgets(&client, Some("default"));
     let w = api
-        .create(&PostParams::default(), &widget("w1", json!({"size": 3, "unknown": true})))
+        .create(
+            &PostParams::default(),
+            &widget("w1", json!({"size": 3, "unknown": true})),
+        )
         .await
         .expect("widget");
-    assert_eq!(w.data["spec"], json!({"size": 3, "color": "red"}), "pruned and defaulted");
+    assert_eq!(
+        w.data["spec"],
+        json!({"size": 3, "color": "red"}),
+        "pruned and defaulted"
+    );
     assert_eq!(w.metadata.generation, Some(1));
 
-    let err = status(api.create(&PostParams::default(), &widget("w2", json!({"color": "green"}))).await.expect_err("invalid"));
+    let err = status(
+        api.create(
+            &PostParams::default(),
+            &widget("w2", json!({"color": "green"})),
+        )
+        .await
+        .expect_err("invalid"),
+    );
     assert_eq!(err.code, 422);
-    let fields: Vec<String> = err.details.map(|d| d.causes.into_iter().map(|c| c.field).collect()).unwrap_or_default();
+    let fields: Vec<String> = err
+        .details
+        .map(|d| d.causes.into_iter().map(|c| c.field).collect())
+        .unwrap_or_default();
     assert!(fields.iter().any(|f| f == "spec.size"), "{fields:?}");
     assert!(fields.iter().any(|f| f == "spec.color"), "{fields:?}");
 
     // The status subresource.
     let s = api
-        .patch_status("w1", &PatchParams::default(), &Patch::Merge(&json!({"status": {"ready": true}, "spec": {"size": 9}})))
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"ready": true}, "spec": {"size": 9}})),
+        )
         .await
         .expect("status");
     assert_eq!(s.data["status"]["ready"], json!(true));
@@ -160,26 +273,55 @@ async fn crds_serve_validated_pruned_custom_resources_and_clean_up() {
     // Replace without a resourceVersion is refused for custom resources.
     let mut unconditional = s.clone();
     unconditional.metadata.resource_version = None;
-    assert_eq!(status_code(api.replace("w1", &PostParams::default(), &unconditional).await.expect_err("rv required")), 422);
+    assert_eq!(
+        status_code(
+            api.replace("w1", &PostParams::default(), &unconditional)
+                .await
+                .expect_err("rv required")
+        ),
+        422
+    );
 
     // Deleting the CRD removes its objects and the resource.
-    crds.delete("widgets.example.com", &DeleteParams::default()).await.expect("delete crd");
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .expect("delete crd");
     let mut gone = false;
     for _ in 0..100 {
-        if crds.get_opt("widgets.example.com").await.expect("get crd").is_none() {
+        if crds
+            .get_opt("widgets.example.com")
+            .await
+            .expect("get crd")
+            .is_none()
+        {
             gone = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(gone, "crd removed");
-    assert_eq!(status_code(api.get("w1").await.expect_err("no longer served")), 404);
+    assert_eq!(
+        status_code(api.get("w1").await.expect_err("no longer served")),
+        404
+    );
 
     // Recreated cluster-scoped: objects from before are gone.
-    crds.create(&PostParams::default(), &widget_crd("Cluster")).await.expect("crd again");
+    crds.create(&PostParams::default(), &widget_crd("Cluster"))
+        .await
+        .expect("crd again");
     let cluster = widgets(&client, None);
-    assert!(cluster.list(&Default::default()).await.expect("list").items.is_empty());
-    cluster.create(&PostParams::default(), &widget("c1", json!({"size": 1}))).await.expect("cluster widget");
+    assert!(
+        cluster
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    cluster
+        .create(&PostParams::default(), &widget("c1", json!({"size": 1})))
+        .await
+        .expect("cluster widget");
 }
 
 #[tokio::test]
@@ -194,13 +336,28 @@ async fn csrs_record_the_requester_and_take_approval() {
     .expect("csr");
     let c = api.create(&PostParams::default(), &csr).await.expect("csr");
     assert_eq!(c.spec.username.as_deref(), Some("agent-1"));
-    assert!(c.spec.groups.unwrap_or_default().contains(&"agents".to_string()));
+    assert!(
+        c.spec
+            .groups
+            .unwrap_or_default()
+            .contains(&"agents".to_string())
+    );
 
     let approval = json!({"status": {"conditions": [{"type": "Approved", "status": "True", "reason": "Test"}]}});
-    let a = api.patch_approval("c1", &PatchParams::default(), &Patch::Merge(&approval)).await.expect("approve");
-    assert_eq!(a.status.and_then(|s| s.conditions).unwrap_or_default()[0].type_, "Approved");
+    let a = api
+        .patch_approval("c1", &PatchParams::default(), &Patch::Merge(&approval))
+        .await
+        .expect("approve");
+    assert_eq!(
+        a.status.and_then(|s| s.conditions).unwrap_or_default()[0].type_,
+        "Approved"
+    );
     let signed = api
-        .patch_status("c1", &PatchParams::default(), &Patch::Merge(&json!({"status": {"certificate": "Q0VSVA=="}})))
+        .patch_status(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"certificate": "Q0VSVA=="}})),
+        )
         .await
         .expect("certificate");
     assert!(signed.status.and_then(|s| s.certificate).is_some());
@@ -220,10 +377,18 @@ async fn a_restart_over_the_data_dir_keeps_objects_and_versions() {
     let client = common::client_from_yaml(&emu.admin_kubeconfig("t")).await;
     let api: Api<Service> = Api::namespaced(client, "default");
     let s = api
-        .create(&PostParams::default(), &svc("kept", json!({"ports": [{"port": 80}]})))
+        .create(
+            &PostParams::default(),
+            &svc("kept", json!({"ports": [{"port": 80}]})),
+        )
         .await
         .expect("svc");
-    let rv: u64 = s.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).expect("rv");
+    let rv: u64 = s
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .expect("rv");
     emu.shutdown().await;
 
     let emu = start(data.clone()).await;
@@ -231,12 +396,23 @@ async fn a_restart_over_the_data_dir_keeps_objects_and_versions() {
     let api: Api<Service> = Api::namespaced(client, "default");
     let again = api.get("kept").await.expect("survived");
     assert_eq!(again.metadata.uid, s.metadata.uid);
-    assert_eq!(again.spec.and_then(|s| s.cluster_ip), s.spec.and_then(|s| s.cluster_ip.clone()).clone());
+    assert_eq!(
+        again.spec.and_then(|s| s.cluster_ip),
+        s.spec.and_then(|s| s.cluster_ip.clone()).clone()
+    );
     let next = api
-        .create(&PostParams::default(), &svc("new", json!({"ports": [{"port": 80}]})))
+        .create(
+            &PostParams::default(),
+            &svc("new", json!({"ports": [{"port": 80}]})),
+        )
         .await
         .expect("svc");
-    let rv2: u64 = next.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).expect("rv");
+    let rv2: u64 = next
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .expect("rv");
     assert!(rv2 > rv, "resourceVersion continues after restart");
     emu.shutdown().await;
 }

@@ -13,7 +13,8 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 fn cm(name: &str, tier: &str) -> ConfigMap {
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tier": tier}}})).expect("cm")
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tier": tier}}}))
+        .expect("cm")
 }
 
 fn name_of(cm: &ConfigMap) -> String {
@@ -34,13 +35,26 @@ async fn next_event(
 async fn watch_replays_from_a_version_and_reports_selector_transitions() {
     let t = common::start().await;
     let api: Api<ConfigMap> = Api::namespaced(t.admin().await, "default");
-    let a = api.create(&PostParams::default(), &cm("a", "web")).await.expect("a");
+    let a = api
+        .create(&PostParams::default(), &cm("a", "web"))
+        .await
+        .expect("a");
     let rv = a.metadata.resource_version.clone().expect("rv");
-    api.create(&PostParams::default(), &cm("b", "web")).await.expect("b");
-    api.patch("a", &PatchParams::default(), &Patch::Merge(&json!({"data": {"x": "1"}}))).await.expect("patch");
+    api.create(&PostParams::default(), &cm("b", "web"))
+        .await
+        .expect("b");
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"x": "1"}})),
+    )
+    .await
+    .expect("patch");
 
     // From `rv`: only what followed, in order.
-    let wp = WatchParams::default().labels("tier=web").disable_bookmarks();
+    let wp = WatchParams::default()
+        .labels("tier=web")
+        .disable_bookmarks();
     let mut s = api.watch(&wp, &rv).await.expect("watch").boxed();
     match next_event(&mut s).await {
         WatchEvent::Added(o) => assert_eq!(name_of(&o), "b"),
@@ -51,21 +65,32 @@ async fn watch_replays_from_a_version_and_reports_selector_transitions() {
         e => panic!("expected MODIFIED a, got {e:?}"),
     }
     // Leaving the selector is a DELETED, entering it an ADDED, and deletion a DELETED.
-    api.patch("a", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"tier": "db"}}})))
-        .await
-        .expect("relabel");
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"tier": "db"}}})),
+    )
+    .await
+    .expect("relabel");
     match next_event(&mut s).await {
         WatchEvent::Deleted(o) => assert_eq!(name_of(&o), "a"),
         e => panic!("expected DELETED a, got {e:?}"),
     }
-    api.patch("a", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"tier": "web"}}})))
-        .await
-        .expect("relabel back");
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"tier": "web"}}})),
+    )
+    .await
+    .expect("relabel back");
     match next_event(&mut s).await {
         WatchEvent::Added(o) => assert_eq!(name_of(&o), "a"),
         e => panic!("expected ADDED a, got {e:?}"),
     }
-    let del = api.delete("b", &DeleteParams::default()).await.expect("delete b");
+    let del = api
+        .delete("b", &DeleteParams::default())
+        .await
+        .expect("delete b");
     assert!(del.is_right(), "configmap delete answers a Status");
     match next_event(&mut s).await {
         WatchEvent::Deleted(o) => assert_eq!(name_of(&o), "b"),
@@ -77,23 +102,40 @@ async fn watch_replays_from_a_version_and_reports_selector_transitions() {
 async fn too_old_resource_version_is_410_and_bookmarks_arrive() {
     let t = common::start_with(|c| c.history_len = 3).await;
     let api: Api<ConfigMap> = Api::namespaced(t.admin().await, "default");
-    let first = api.create(&PostParams::default(), &cm("a", "x")).await.expect("a");
+    let first = api
+        .create(&PostParams::default(), &cm("a", "x"))
+        .await
+        .expect("a");
     for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("n{i}"), "x")).await.expect("more");
+        api.create(&PostParams::default(), &cm(&format!("n{i}"), "x"))
+            .await
+            .expect("more");
     }
     let old = first.metadata.resource_version.clone().expect("rv");
-    let mut s = api.watch(&WatchParams::default(), &old).await.expect("watch").boxed();
+    let mut s = api
+        .watch(&WatchParams::default(), &old)
+        .await
+        .expect("watch")
+        .boxed();
     match next_event(&mut s).await {
         WatchEvent::Error(e) => {
             assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-            assert!(e.message.starts_with("too old resource version"), "{}", e.message);
+            assert!(
+                e.message.starts_with("too old resource version"),
+                "{}",
+                e.message
+            );
         }
         e => panic!("expected a 410 ERROR event, got {e:?}"),
     }
 
     let list = api.list(&Default::default()).await.expect("list");
     let rv = list.metadata.resource_version.clone().expect("list rv");
-    let mut s = api.watch(&WatchParams::default(), &rv).await.expect("watch").boxed();
+    let mut s = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
     match next_event(&mut s).await {
         WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
         e => panic!("expected a BOOKMARK, got {e:?}"),
@@ -117,9 +159,14 @@ async fn watchers_and_reflectors_follow_the_store() {
     let t = common::start().await;
     let api: Api<ConfigMap> = Api::namespaced(t.admin().await, "default");
     for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("pre{i}"), "x")).await.expect("pre");
+        api.create(&PostParams::default(), &cm(&format!("pre{i}"), "x"))
+            .await
+            .expect("pre");
     }
-    for cfg in [watcher::Config::default().page_size(2), watcher::Config::default().streaming_lists()] {
+    for cfg in [
+        watcher::Config::default().page_size(2),
+        watcher::Config::default().streaming_lists(),
+    ] {
         let (reader, writer) = reflector::store::<ConfigMap>();
         let stream = reflector(writer, watcher(api.clone(), cfg.labels("tier=x")))
             .applied_objects()
@@ -127,20 +174,39 @@ async fn watchers_and_reflectors_follow_the_store() {
         let task = tokio::spawn(stream);
         reader.wait_until_ready().await.expect("reflector ready");
         assert_eq!(reader.state().len(), 5);
-        api.create(&PostParams::default(), &cm("late", "x")).await.expect("late");
-        api.delete("late", &DeleteParams::default()).await.expect("delete");
-        api.create(&PostParams::default(), &cm("later", "x")).await.expect("later");
+        api.create(&PostParams::default(), &cm("late", "x"))
+            .await
+            .expect("late");
+        api.delete("late", &DeleteParams::default())
+            .await
+            .expect("delete");
+        api.create(&PostParams::default(), &cm("later", "x"))
+            .await
+            .expect("later");
         let mut ok = false;
         for _ in 0..100 {
             let names: Vec<String> = reader.state().iter().map(|c| name_of(c)).collect();
-            if names.len() == 6 && names.contains(&"later".to_string()) && !names.contains(&"late".to_string()) {
+            if names.len() == 6
+                && names.contains(&"later".to_string())
+                && !names.contains(&"late".to_string())
+            {
                 ok = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(ok, "reflector converged: {:?}", reader.state().iter().map(|c| name_of(c)).collect::<Vec<_>>());
-        api.delete("later", &DeleteParams::default()).await.expect("cleanup");
+        assert!(
+            ok,
+            "reflector converged: {:?}",
+            reader
+                .state()
+                .iter()
+                .map(|c| name_of(c))
+                .collect::<Vec<_>>()
+        );
+        api.delete("later", &DeleteParams::default())
+            .await
+            .expect("cleanup");
         task.abort();
     }
 }

@@ -15,7 +15,10 @@ pub struct TestEmu {
 
 /// The configuration used by tests: loopback, a free port, fast bookmarks.
 pub fn test_config(dir: &std::path::Path) -> EmulatorConfig {
-    let mut cfg = EmulatorConfig::new("127.0.0.1:0".parse().expect("static address"), dir.join("pki"));
+    let mut cfg = EmulatorConfig::new(
+        "127.0.0.1:0".parse().expect("static address"),
+        dir.join("pki"),
+    );
     cfg.bookmark_interval = Duration::from_millis(200);
     cfg.service_cidr = "10.96.0.0/24".parse().expect("static cidr");
     cfg.node_port_range = 30000..=30010;
@@ -39,7 +42,9 @@ pub async fn start() -> TestEmu {
 /// A kube client from a kubeconfig YAML.
 pub async fn client_from_yaml(yaml: &str) -> Client {
     let kc = Kubeconfig::from_yaml(yaml).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
     Client::try_from(cfg).expect("client")
 }
 
@@ -56,7 +61,10 @@ impl TestEmu {
 
     /// A client with a fresh client certificate for `user` in `groups`.
     pub async fn with_cert(&self, user: &str, groups: &[&str]) -> Client {
-        let (c, k) = self.emu.issue_client_cert(user, groups).expect("client cert");
+        let (c, k) = self
+            .emu
+            .issue_client_cert(user, groups)
+            .expect("client cert");
         client_from_yaml(&self.emu.kubeconfig_with_cert("test", &c, &k)).await
     }
 }

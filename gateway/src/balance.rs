@@ -13,7 +13,11 @@ use crate::targets::Endpoint;
 
 /// Picks an endpoint among `endpoints`, skipping the indexes in `exclude`
 /// (endpoints that already failed to connect for this connection).
-pub fn pick<'a>(endpoints: &'a [Endpoint], exclude: &[usize], rng: &mut impl Rng) -> Option<(usize, &'a Endpoint)> {
+pub fn pick<'a>(
+    endpoints: &'a [Endpoint],
+    exclude: &[usize],
+    rng: &mut impl Rng,
+) -> Option<(usize, &'a Endpoint)> {
     let candidates = endpoints.len().checked_sub(exclude.len())?;
     let nth_allowed = |mut n: usize| {
         (0..endpoints.len()).find(|i| {
@@ -88,7 +92,10 @@ mod tests {
             let (i, _) = pick(&eps, &[], &mut rng).unwrap();
             wins[i] += 1;
         }
-        assert_eq!(wins[2], 0, "the busiest endpoint is always the loser of its pair");
+        assert_eq!(
+            wins[2], 0,
+            "the busiest endpoint is always the loser of its pair"
+        );
         assert!(wins[0] > wins[1], "{wins:?}");
     }
 
@@ -103,7 +110,10 @@ mod tests {
             wins[i] += 1;
         }
         assert!(wins.iter().all(|&w| w > 700), "{wins:?}");
-        assert!(eps.iter().all(|e| e.active.load(Ordering::Relaxed) == 0), "guards release their count");
+        assert!(
+            eps.iter().all(|e| e.active.load(Ordering::Relaxed) == 0),
+            "guards release their count"
+        );
     }
 
     #[test]

@@ -32,7 +32,12 @@ pub struct InboundConfig {
 }
 
 /// Serves tunnels on `listener` until it fails.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, targets: SharedTargets, cfg: Arc<InboundConfig>) -> Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    targets: SharedTargets,
+    cfg: Arc<InboundConfig>,
+) -> Result<()> {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -52,7 +57,13 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, targets: Shared
     }
 }
 
-async fn handle(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, targets: SharedTargets, cfg: Arc<InboundConfig>) -> Result<()> {
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    targets: SharedTargets,
+    cfg: Arc<InboundConfig>,
+) -> Result<()> {
     tcp.set_nodelay(true).context("TCP_NODELAY")?;
     let mut tls = tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp))
         .await
@@ -63,7 +74,12 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, targets
     let request: Request = match read_request(&mut tls, cfg.request_timeout).await {
         Ok(request) => request,
         Err(error) => {
-            let _ = write_status(&mut tls, Status::Refused(Reason::Malformed), cfg.connect_timeout).await;
+            let _ = write_status(
+                &mut tls,
+                Status::Refused(Reason::Malformed),
+                cfg.connect_timeout,
+            )
+            .await;
             return Err(error).context("reading the request header");
         }
     };
@@ -97,18 +113,25 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, targets
     };
     write_status(&mut tls, Status::Ok, cfg.connect_timeout).await?;
     let _ = peer;
-    splice(&mut tls, &mut upstream, &cfg.splice).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    splice(&mut tls, &mut upstream, &cfg.splice)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 
 /// Connects to one of `endpoints`, trying up to `connect_attempts` distinct
 /// ones chosen by the balancer.
-async fn connect(endpoints: &[Endpoint], cfg: &InboundConfig) -> Result<(TcpStream, ActiveGuard), Reason> {
+async fn connect(
+    endpoints: &[Endpoint],
+    cfg: &InboundConfig,
+) -> Result<(TcpStream, ActiveGuard), Reason> {
     let mut tried = Vec::with_capacity(cfg.connect_attempts);
     let mut last = Reason::NoEndpoints;
     while tried.len() < cfg.connect_attempts {
         // The thread-local generator is not Send: use it only between awaits.
-        let Some((index, endpoint)) = balance::pick(endpoints, &tried, &mut rand::rng()) else { break };
+        let Some((index, endpoint)) = balance::pick(endpoints, &tried, &mut rand::rng()) else {
+            break;
+        };
         tried.push(index);
         let guard = ActiveGuard::new(endpoint);
         let started = Instant::now();
@@ -120,7 +143,11 @@ async fn connect(endpoints: &[Endpoint], cfg: &InboundConfig) -> Result<(TcpStre
             }
             Ok(Err(error)) => {
                 tracing::debug!(addr = %endpoint.addr, %error, "endpoint connect failed");
-                last = if error.kind() == std::io::ErrorKind::ConnectionRefused { Reason::ConnectRefused } else { Reason::ConnectFailed };
+                last = if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                    Reason::ConnectRefused
+                } else {
+                    Reason::ConnectFailed
+                };
             }
             Err(_) => last = Reason::ConnectTimeout,
         }

@@ -56,35 +56,50 @@ struct Args {
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("seconds expected: {e}"))
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("seconds expected: {e}"))
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
 
     let source = Arc::new(
-        FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir))
-            .with_context(|| format!("loading the gateway identity from {}", args.identity_dir.display()))?,
+        FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir)).with_context(|| {
+            format!(
+                "loading the gateway identity from {}",
+                args.identity_dir.display()
+            )
+        })?,
     );
     let tls = mc_identity::server_config(source).context("building the TLS server config")?;
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
 
     let targets = Arc::new(ArcSwap::from_pointee(Targets::default()));
     let synced = Arc::new(Notify::new());
     let watch = tokio::spawn(watch::run(client, targets.clone(), synced.clone()));
 
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "tunnel listener ready");
     let cfg = Arc::new(InboundConfig {
         handshake_timeout: args.handshake_timeout_secs,
         request_timeout: args.handshake_timeout_secs,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         connect_attempts: args.connect_attempts.max(1),
-        splice: SpliceConfig { idle_timeout: Duration::from_secs(args.idle_timeout_secs), ..SpliceConfig::default() },
+        splice: SpliceConfig {
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            ..SpliceConfig::default()
+        },
     });
     let _ = args.admin_listen;
     tokio::select! {

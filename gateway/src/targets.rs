@@ -71,41 +71,69 @@ impl Targets {
     /// Builds the index from the current Services and EndpointSlices of the
     /// cluster. `previous` lends its connection counters to endpoints that
     /// are still there.
-    pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], previous: &Targets) -> Targets {
+    pub fn build(
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        previous: &Targets,
+    ) -> Targets {
         let counters = previous.counters();
         let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
             let (Some(ns), Some(svc)) = (
                 slice.metadata.namespace.as_deref(),
-                slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)),
+                slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL)),
             ) else {
                 continue;
             };
-            by_service.entry((ns, svc.as_str())).or_default().push(slice);
+            by_service
+                .entry((ns, svc.as_str()))
+                .or_default()
+                .push(slice);
         }
 
         let mut index = HashMap::new();
         for svc in services.iter().filter(|s| is_exported(s)) {
-            let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()) else {
+            let (Some(ns), Some(name)) = (
+                svc.metadata.namespace.as_deref(),
+                svc.metadata.name.as_deref(),
+            ) else {
                 continue;
             };
-            let svc_slices = by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
+            let svc_slices = by_service
+                .get(&(ns, name))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let mut ports = HashMap::new();
             for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                 if port.protocol.as_deref().unwrap_or("TCP") != "TCP" {
                     continue;
                 }
-                let Ok(number) = u16::try_from(port.port) else { continue };
-                let endpoints = port_endpoints(svc_slices, port.name.as_deref().unwrap_or(""), &counters);
+                let Ok(number) = u16::try_from(port.port) else {
+                    continue;
+                };
+                let endpoints =
+                    port_endpoints(svc_slices, port.name.as_deref().unwrap_or(""), &counters);
                 ports.insert(number, PortTargets { endpoints });
             }
-            index.insert((ns.to_string(), name.to_string()), ExportedService { ports });
+            index.insert(
+                (ns.to_string(), name.to_string()),
+                ExportedService { ports },
+            );
         }
         Targets { services: index }
     }
 
     /// The endpoints a connection to `namespace/service:port` may use.
-    pub fn resolve(&self, namespace: &str, service: &str, port: u16) -> Result<&[Endpoint], Refusal> {
+    pub fn resolve(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: u16,
+    ) -> Result<&[Endpoint], Refusal> {
         // A tuple of borrowed strs cannot look up a tuple of Strings, so the
         // key is built once per connection; this is not per packet.
         let key = (namespace.to_string(), service.to_string());
@@ -118,13 +146,8 @@ impl Targets {
     }
 
     /// Number of exported Services in the index.
-    pub fn len(&self) -> usize {
+    pub fn exported_count(&self) -> usize {
         self.services.len()
-    }
-
-    /// Whether no Service is exported.
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
     }
 
     fn counters(&self) -> HashMap<SocketAddr, Arc<AtomicUsize>> {
@@ -163,7 +186,10 @@ fn port_endpoints(
             .ports
             .iter()
             .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .find(|p| {
+                p.name.as_deref().unwrap_or("") == port_name
+                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+            })
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())
         else {
@@ -178,7 +204,10 @@ fn port_endpoints(
             let is_terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
             let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
             let addr = SocketAddr::new(ip, target_port);
-            let endpoint = Endpoint { addr, active: counters.get(&addr).cloned().unwrap_or_default() };
+            let endpoint = Endpoint {
+                addr,
+                active: counters.get(&addr).cloned().unwrap_or_default(),
+            };
             if is_ready && !is_terminating {
                 ready.push(endpoint);
             } else if is_serving && is_terminating {
@@ -198,7 +227,11 @@ mod tests {
     use serde_json::json;
 
     fn service(name: &str, exported: bool, ports: serde_json::Value) -> Arc<Service> {
-        let labels = if exported { json!({"mc.dev/exported": "true"}) } else { json!({}) };
+        let labels = if exported {
+            json!({"mc.dev/exported": "true"})
+        } else {
+            json!({})
+        };
         Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": name, "namespace": "default", "labels": labels},
@@ -208,7 +241,11 @@ mod tests {
         )
     }
 
-    fn slice(svc: &str, ports: serde_json::Value, endpoints: serde_json::Value) -> Arc<EndpointSlice> {
+    fn slice(
+        svc: &str,
+        ports: serde_json::Value,
+        endpoints: serde_json::Value,
+    ) -> Arc<EndpointSlice> {
         Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": format!("{svc}-abc"), "namespace": "default",
@@ -228,18 +265,42 @@ mod tests {
     #[test]
     fn only_exported_services_on_declared_ports_resolve() {
         let services = vec![
-            service("backend", true, json!([{"name": "http", "port": 8080, "targetPort": 80}])),
+            service(
+                "backend",
+                true,
+                json!([{"name": "http", "port": 8080, "targetPort": 80}]),
+            ),
             service("private", false, json!([{"name": "http", "port": 8080}])),
         ];
         let slices = vec![
-            slice("backend", json!([{"name": "http", "port": 80}]), json!([{"addresses": ["10.0.0.1"]}])),
-            slice("private", json!([{"name": "http", "port": 8080}]), json!([{"addresses": ["10.0.0.2"]}])),
+            slice(
+                "backend",
+                json!([{"name": "http", "port": 80}]),
+                json!([{"addresses": ["10.0.0.1"]}]),
+            ),
+            slice(
+                "private",
+                json!([{"name": "http", "port": 8080}]),
+                json!([{"addresses": ["10.0.0.2"]}]),
+            ),
         ];
         let t = Targets::build(&services, &slices, &Targets::default());
-        assert_eq!(addrs(t.resolve("default", "backend", 8080).unwrap()), ["10.0.0.1:80"]);
-        assert_eq!(t.resolve("default", "backend", 80).unwrap_err(), Refusal::PortNotDeclared);
-        assert_eq!(t.resolve("default", "private", 8080).unwrap_err(), Refusal::NotExported);
-        assert_eq!(t.resolve("other", "backend", 8080).unwrap_err(), Refusal::NotExported);
+        assert_eq!(
+            addrs(t.resolve("default", "backend", 8080).unwrap()),
+            ["10.0.0.1:80"]
+        );
+        assert_eq!(
+            t.resolve("default", "backend", 80).unwrap_err(),
+            Refusal::PortNotDeclared
+        );
+        assert_eq!(
+            t.resolve("default", "private", 8080).unwrap_err(),
+            Refusal::NotExported
+        );
+        assert_eq!(
+            t.resolve("other", "backend", 8080).unwrap_err(),
+            Refusal::NotExported
+        );
     }
 
     #[test]
@@ -252,7 +313,10 @@ mod tests {
         ]);
         let slices = vec![slice("b", json!([{"port": 9000}]), eps)];
         let t = Targets::build(&services, &slices, &Targets::default());
-        assert_eq!(addrs(t.resolve("default", "b", 9000).unwrap()), ["10.0.0.1:9000"]);
+        assert_eq!(
+            addrs(t.resolve("default", "b", 9000).unwrap()),
+            ["10.0.0.1:9000"]
+        );
 
         let only_terminating = json!([
             {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
@@ -260,25 +324,41 @@ mod tests {
         ]);
         let slices = vec![slice("b", json!([{"port": 9000}]), only_terminating)];
         let t = Targets::build(&services, &slices, &Targets::default());
-        assert_eq!(addrs(t.resolve("default", "b", 9000).unwrap()), ["10.0.0.3:9000"]);
+        assert_eq!(
+            addrs(t.resolve("default", "b", 9000).unwrap()),
+            ["10.0.0.3:9000"]
+        );
 
         let none = json!([{"addresses": ["10.0.0.2"], "conditions": {"ready": false}}]);
         let slices = vec![slice("b", json!([{"port": 9000}]), none)];
         let t = Targets::build(&services, &slices, &Targets::default());
-        assert_eq!(t.resolve("default", "b", 9000).unwrap_err(), Refusal::NoEndpoints);
+        assert_eq!(
+            t.resolve("default", "b", 9000).unwrap_err(),
+            Refusal::NoEndpoints
+        );
     }
 
     #[test]
     fn endpoints_from_several_slices_merge_and_counters_survive_rebuilds() {
         let services = vec![service("b", true, json!([{"name": "web", "port": 80}]))];
         let slices = vec![
-            slice("b", json!([{"name": "web", "port": 8080}]), json!([{"addresses": ["10.0.0.1"]}])),
-            slice("b", json!([{"name": "web", "port": 8080}]), json!([{"addresses": ["10.0.0.2"]}])),
+            slice(
+                "b",
+                json!([{"name": "web", "port": 8080}]),
+                json!([{"addresses": ["10.0.0.1"]}]),
+            ),
+            slice(
+                "b",
+                json!([{"name": "web", "port": 8080}]),
+                json!([{"addresses": ["10.0.0.2"]}]),
+            ),
         ];
         let first = Targets::build(&services, &slices, &Targets::default());
         let eps = first.resolve("default", "b", 80).unwrap();
         assert_eq!(addrs(eps), ["10.0.0.1:8080", "10.0.0.2:8080"]);
-        eps[0].active.fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        eps[0]
+            .active
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
 
         let second = Targets::build(&services, &slices, &first);
         let eps = second.resolve("default", "b", 80).unwrap();

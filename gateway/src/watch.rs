@@ -30,7 +30,11 @@ pub async fn run(client: Client, targets: SharedTargets, on_synced: Arc<Notify>)
     let changed = Arc::new(Notify::new());
 
     let services_api: Api<Service> = Api::all(client.clone());
-    let exported = watcher::Config::default().labels(&format!("{}={}", labels::EXPORTED, labels::EXPORTED_VALUE));
+    let exported = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::EXPORTED,
+        labels::EXPORTED_VALUE
+    ));
     let (services, services_writer) = reflector::store();
     let services_stream = reflector(services_writer, watcher(services_api, exported))
         .default_backoff()
@@ -38,11 +42,15 @@ pub async fn run(client: Client, targets: SharedTargets, on_synced: Arc<Notify>)
 
     let slices_api: Api<EndpointSlice> = Api::all(client);
     let (slices, slices_writer) = reflector::store();
-    let slices_stream = reflector(slices_writer, watcher(slices_api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let slices_stream = reflector(
+        slices_writer,
+        watcher(slices_api, watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
 
-    let feed = |stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>, what: &'static str| {
+    let feed = |stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>,
+                what: &'static str| {
         let changed = changed.clone();
         tokio::spawn(async move {
             let mut stream = stream;
@@ -55,13 +63,16 @@ pub async fn run(client: Client, targets: SharedTargets, on_synced: Arc<Notify>)
         })
     };
     let services_task = feed(services_stream.map(|r| r.map(|_| ())).boxed(), "services");
-    let slices_task = feed(slices_stream.map(|r| r.map(|_| ())).boxed(), "endpointslices");
+    let slices_task = feed(
+        slices_stream.map(|r| r.map(|_| ())).boxed(),
+        "endpointslices",
+    );
 
     services.wait_until_ready().await?;
     slices.wait_until_ready().await?;
     rebuild(&targets, &services, &slices);
     on_synced.notify_waiters();
-    tracing::info!(exported = targets.load().len(), "caches synced");
+    tracing::info!(exported = targets.load().exported_count(), "caches synced");
 
     loop {
         changed.notified().await;
@@ -73,8 +84,12 @@ pub async fn run(client: Client, targets: SharedTargets, on_synced: Arc<Notify>)
     }
 }
 
-fn rebuild(targets: &SharedTargets, services: &reflector::Store<Service>, slices: &reflector::Store<EndpointSlice>) {
+fn rebuild(
+    targets: &SharedTargets,
+    services: &reflector::Store<Service>,
+    slices: &reflector::Store<EndpointSlice>,
+) {
     let next = Targets::build(&services.state(), &slices.state(), &targets.load());
-    tracing::debug!(exported = next.len(), "targets rebuilt");
+    tracing::debug!(exported = next.exported_count(), "targets rebuilt");
     targets.store(Arc::new(next));
 }

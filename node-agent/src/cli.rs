@@ -1,6 +1,7 @@
 //! Command line of `mc-node-agent`.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -47,9 +48,36 @@ pub struct RunArgs {
     #[arg(long, env = "MC_RULE_PRIORITY", default_value_t = DEFAULT_RULE_PRIORITY)]
     pub rule_priority: u32,
     /// A (ClusterIP:port) to intercept in addition to watched mirrors;
-    /// repeatable. Meant for debugging and the lab.
+    /// repeatable. Connections to it are refused unless a mirror Service
+    /// says where it leads. Meant for debugging the kernel rules.
     #[arg(long = "mirror", value_name = "IP:PORT")]
     pub mirrors: Vec<SocketAddrV4>,
+    /// Do not watch Kubernetes: intercept only the --mirror addresses (and
+    /// refuse them). For debugging the kernel rules without a cluster.
+    #[arg(long)]
+    pub static_only: bool,
+    /// Name of this cluster, sent to remote gateways as the source cluster.
+    #[arg(long, env = "MC_CLUSTER_NAME", required_unless_present = "static_only")]
+    pub cluster_name: Option<String>,
+    /// This node's name, to learn which pod opened a connection
+    /// (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Directory holding the agent's identity: tls.crt, tls.key, ca.crt.
+    #[arg(long, env = "MC_IDENTITY_DIR", default_value = "/var/run/mc/identity")]
+    pub identity_dir: PathBuf,
+    /// Namespace of the Link resources.
+    #[arg(long, env = "MC_LINKS_NAMESPACE", default_value = mc_api::NAMESPACE)]
+    pub links_namespace: String,
+    /// Address of the admin server (/live, /ready, /metrics).
+    #[arg(long, env = "MC_ADMIN_LISTEN", default_value = "0.0.0.0:4191")]
+    pub admin_listen: SocketAddr,
+    /// Warm tunnels kept ready per gateway address.
+    #[arg(long, env = "MC_WARM_TUNNELS", default_value_t = 4)]
+    pub warm_tunnels: usize,
+    /// Close a proxied connection after this many seconds without a byte either way.
+    #[arg(long, default_value_t = 3600)]
+    pub idle_timeout_secs: u64,
 }
 
 impl RunArgs {
@@ -82,6 +110,7 @@ mod tests {
         let cli = Cli::try_parse_from([
             "mc-node-agent",
             "run",
+            "--static-only",
             "--fwmark",
             "0x100",
             "--route-table",

@@ -1,7 +1,10 @@
-//! mc's node agent: kernel interception of mirrored Service addresses and,
-//! later, the outbound tunnel client.
+//! mc's node agent: kernel interception of mirrored Service addresses and
+//! the outbound tunnel client.
 
 pub mod cli;
 pub mod intercept;
 pub mod kernel;
+pub mod mirrors;
+pub mod outbound;
 pub mod run;
+pub mod watch;

@@ -1,7 +1,13 @@
 //! `mc-node-agent run`: program the kernel, serve the transparent listener,
-//! and remove everything on shutdown.
+//! proxy mirrors through the tunnels, and remove everything on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use mc_identity::{CertSource, FileCertSource, IdentityPaths};
+use mc_tunnel::{PoolConfig, SpliceConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -9,14 +15,36 @@ use tracing::{info, warn};
 use crate::cli::RunArgs;
 use crate::intercept::{Intercepted, TransparentListener};
 use crate::kernel::{Interceptor, MirrorSet};
+use crate::mirrors::Gateways;
+use crate::outbound::{self, OutboundConfig, Tunnels};
+use crate::watch::{self as cluster_watch, Views, WatchConfig};
+
+/// How long to wait before applying the kernel state again after a failure.
+const KERNEL_RETRY: Duration = Duration::from_secs(2);
 
 /// Runs the agent until SIGTERM or SIGINT, then cleans up the kernel state.
 pub async fn run(args: RunArgs) -> Result<()> {
-    let interceptor = Interceptor::new(args.kernel_config())?;
+    let interceptor = Arc::new(Interceptor::new(args.kernel_config())?);
     // Bind before programming the kernel, so TPROXY always finds the socket.
     let listener = TransparentListener::bind(interceptor.config().listen)?;
-    let mirrors: MirrorSet = args.mirrors.iter().copied().collect();
-    let result = serve(&interceptor, &listener, mirrors).await;
+    let static_mirrors: MirrorSet = args.mirrors.iter().copied().collect();
+    interceptor
+        .apply(&static_mirrors)
+        .await
+        .context("start-up reconcile of the kernel state")?;
+
+    let result = if args.static_only {
+        info!(listen = %interceptor.config().listen, "node agent ready (static mirrors only, no Kubernetes)");
+        serve(&listener, None).await
+    } else {
+        match Proxy::start(&args, interceptor.clone(), static_mirrors).await {
+            Ok(proxy) => {
+                info!(listen = %interceptor.config().listen, "node agent ready");
+                serve(&listener, Some(&proxy)).await
+            }
+            Err(error) => Err(error),
+        }
+    };
     let cleaned = interceptor
         .cleanup()
         .await
@@ -24,18 +52,150 @@ pub async fn run(args: RunArgs) -> Result<()> {
     result.and(cleaned)
 }
 
-async fn serve(
-    interceptor: &Interceptor,
-    listener: &TransparentListener,
-    mirrors: MirrorSet,
-) -> Result<()> {
-    interceptor
-        .apply(&mirrors)
-        .await
-        .context("start-up reconcile of the kernel state")?;
-    let (_mirrors_tx, mirrors_rx) = watch::channel(mirrors);
+/// Everything a connection needs to be proxied.
+struct Proxy {
+    views: Arc<Views>,
+    tunnels: Arc<ArcSwap<Tunnels>>,
+    cfg: Arc<OutboundConfig>,
+}
+
+impl Proxy {
+    /// Loads the identity, starts the watches, the kernel programmer and the
+    /// tunnel manager.
+    async fn start(
+        args: &RunArgs,
+        interceptor: Arc<Interceptor>,
+        static_mirrors: MirrorSet,
+    ) -> Result<Proxy> {
+        let cluster_name = args
+            .cluster_name
+            .clone()
+            .context("--cluster-name is required")?;
+        let source: Arc<dyn CertSource> = Arc::new(
+            FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir)).with_context(|| {
+                format!(
+                    "loading the agent identity from {}",
+                    args.identity_dir.display()
+                )
+            })?,
+        );
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let cfg = Arc::new(OutboundConfig {
+            cluster_name,
+            pool: PoolConfig {
+                warm: args.warm_tunnels,
+                ..PoolConfig::default()
+            },
+            status_timeout: Duration::from_secs(10),
+            splice: SpliceConfig {
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+                ..SpliceConfig::default()
+            },
+        });
+
+        let views = Arc::new(Views::default());
+        let tunnels = Arc::new(ArcSwap::from_pointee(Tunnels::default()));
+        let (gateways_tx, gateways_rx) = watch::channel(Gateways::new());
+        let (kernel_tx, kernel_rx) = watch::channel(None);
+
+        let watch_cfg = WatchConfig {
+            links_namespace: args.links_namespace.clone(),
+            node_name: args.node_name.clone(),
+        };
+        let watch_views = views.clone();
+        tokio::spawn(async move {
+            if let Err(error) =
+                cluster_watch::run(client, watch_cfg, watch_views, gateways_tx, kernel_tx).await
+            {
+                tracing::error!(error = format!("{error:#}"), "cluster watch stopped");
+            }
+        });
+        tokio::spawn(program_kernel(interceptor, kernel_rx, static_mirrors));
+        tokio::spawn(manage_tunnels(
+            gateways_rx,
+            tunnels.clone(),
+            source,
+            cfg.clone(),
+        ));
+        Ok(Proxy {
+            views,
+            tunnels,
+            cfg,
+        })
+    }
+
+    /// Routes one intercepted connection: a mirror with a linked cluster is
+    /// proxied, anything else is refused at once.
+    fn dispatch(&self, conn: Intercepted) {
+        let mirrors = self.views.mirrors.load();
+        let Some(target) = mirrors.get(&conn.original_dst).cloned() else {
+            warn!(peer = %conn.peer, dst = %conn.original_dst, "intercepted destination is not a mirror; refusing");
+            refuse(conn);
+            return;
+        };
+        let Some(tunnels) = self.tunnels.load().get(&target.cluster) else {
+            warn!(peer = %conn.peer, dst = %conn.original_dst, cluster = %target.cluster, "no Link to the mirror's cluster; refusing");
+            refuse(conn);
+            return;
+        };
+        let (views, cfg) = (self.views.clone(), self.cfg.clone());
+        tokio::spawn(async move {
+            let workloads = views.workloads.load();
+            outbound::proxy(conn, target, tunnels, &workloads, &cfg).await;
+        });
+    }
+}
+
+/// Applies each new mirror set to the kernel, retrying failures; a newer set
+/// replaces one not yet applied, so updates are batched naturally.
+async fn program_kernel(
+    interceptor: Arc<Interceptor>,
+    mut rx: watch::Receiver<Option<MirrorSet>>,
+    static_mirrors: MirrorSet,
+) {
+    loop {
+        let wanted = rx.borrow_and_update().clone();
+        if let Some(mut set) = wanted {
+            for addr in static_mirrors.iter() {
+                set.insert(*addr);
+            }
+            if let Err(error) = interceptor.apply(&set).await {
+                warn!(
+                    error = format!("{error:#}"),
+                    "programming the kernel failed; retrying"
+                );
+                tokio::time::sleep(KERNEL_RETRY).await;
+                rx.mark_changed();
+                continue;
+            }
+            tracing::debug!(mirrors = set.len(), "kernel state applied");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Rebuilds the tunnel pools whenever the Links change.
+async fn manage_tunnels(
+    mut rx: watch::Receiver<Gateways>,
+    tunnels: Arc<ArcSwap<Tunnels>>,
+    source: Arc<dyn CertSource>,
+    cfg: Arc<OutboundConfig>,
+) {
+    loop {
+        let next = Tunnels::rebuild(&tunnels.load(), &rx.borrow_and_update(), &source, &cfg);
+        tunnels.store(Arc::new(next));
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve(listener: &TransparentListener, proxy: Option<&Proxy>) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    info!(listen = %interceptor.config().listen, "node agent ready");
     loop {
         tokio::select! {
             _ = sigterm.recv() => {
@@ -47,29 +207,20 @@ async fn serve(
                 info!("SIGINT received, shutting down");
                 return Ok(());
             }
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => dispatch(conn, &mirrors_rx.borrow()),
-                Err(error) => warn!(%error, "accepting an intercepted connection failed"),
+            accepted = listener.accept() => match (accepted, proxy) {
+                (Ok(conn), Some(proxy)) => proxy.dispatch(conn),
+                (Ok(conn), None) => {
+                    warn!(peer = %conn.peer, dst = %conn.original_dst, "no Kubernetes view in static mode; refusing");
+                    refuse(conn);
+                }
+                (Err(error), _) => warn!(%error, "accepting an intercepted connection failed"),
             },
         }
     }
 }
 
-/// Routes one intercepted connection. A destination that is not (or no
-/// longer) a mirror is refused at once.
-fn dispatch(conn: Intercepted, mirrors: &MirrorSet) {
-    let is_mirror = match conn.original_dst {
-        std::net::SocketAddr::V4(dst) => mirrors.contains(&dst),
-        std::net::SocketAddr::V6(_) => false,
-    };
+fn refuse(conn: Intercepted) {
     let (peer, dst) = (conn.peer, conn.original_dst);
-    if is_mirror {
-        // The outbound tunnel client is not part of this build yet: the
-        // connection is refused rather than left hanging.
-        warn!(%peer, %dst, "mirror intercepted but no outbound proxy is available; refusing");
-    } else {
-        warn!(%peer, %dst, "intercepted destination is not a mirror; refusing");
-    }
     if let Err(error) = conn.refuse() {
         warn!(%peer, %dst, %error, "resetting a refused connection failed");
     }

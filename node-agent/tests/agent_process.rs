@@ -31,6 +31,7 @@ fn run_programs_the_node_and_sigterm_restores_it_exactly() {
         .args([
             env!("CARGO_BIN_EXE_mc-node-agent"),
             "run",
+            "--static-only",
             "--mirror",
             "10.96.0.10:8080",
         ])

@@ -158,21 +158,27 @@ async fn reconcile_all(client: &Client, caches: &Caches) -> usize {
         failures += count_failure(result, "Endpoints");
     }
 
-    // Slices we manage that no managed Service wants (deleted Service, one
-    // recreated with another uid, selector removed, ports regrouped).
+    // Slices we manage that no pass wanted: delete those of deleted,
+    // ExternalName or selector-managed Services (stale port groups, a
+    // recreated Service's old uid); leave selectorless Services' alone.
     for slice in caches.slices.state() {
         let key = (slice.namespace().unwrap_or_default(), slice.name_any());
-        let ours = slice.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
-            && slice.labels().contains_key(SERVICE_NAME_LABEL);
-        if ours && !wanted_slices.contains(&key) {
+        let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) else {
+            continue;
+        };
+        let ours = slice.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY);
+        if ours
+            && !wanted_slices.contains(&key)
+            && desired::unwanted_is_stale(service_of(caches, &key.0, service).as_deref())
+        {
             failures += count_failure(
                 delete::<EndpointSlice>(client, &key.0, &key.1).await,
                 "EndpointSlice",
             );
         }
     }
-    // Endpoints we wrote (marked like Kubernetes' Endpoints controller marks
-    // its own) whose Service is gone or no longer has a selector.
+    // Endpoints marked like the ones Kubernetes' Endpoints controller
+    // writes, under the same rule.
     for endpoints in caches.endpoints.state() {
         let key = (
             endpoints.namespace().unwrap_or_default(),
@@ -183,7 +189,10 @@ async fn reconcile_all(client: &Client, caches: &Caches) -> usize {
             .get(SKIP_MIRROR_LABEL)
             .map(String::as_str)
             == Some("true");
-        if ours && !wanted_endpoints.contains(&key) {
+        if ours
+            && !wanted_endpoints.contains(&key)
+            && desired::unwanted_is_stale(service_of(caches, &key.0, &key.1).as_deref())
+        {
             failures += count_failure(
                 delete::<Endpoints>(client, &key.0, &key.1).await,
                 "Endpoints",
@@ -199,6 +208,10 @@ where
     K::DynamicType: Default,
 {
     ObjectRef::new(&object.name_any()).within(&object.namespace().unwrap_or_default())
+}
+
+fn service_of(caches: &Caches, namespace: &str, name: &str) -> Option<Arc<Service>> {
+    caches.services.get(&ObjectRef::new(name).within(namespace))
 }
 
 fn count_failure(result: anyhow::Result<()>, kind: &'static str) -> usize {

@@ -41,6 +41,17 @@ pub fn is_managed(service: &Service) -> bool {
         && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
 }
 
+/// Whether an object this controller wrote for `service` (`None`: the
+/// Service does not exist) and that no pass wants any more should be
+/// deleted. Objects of Services without a selector are left to whoever
+/// writes them, as in Kubernetes (for example `default/kubernetes`).
+pub fn unwanted_is_stale(service: Option<&Service>) -> bool {
+    service.is_none_or(|s| {
+        is_managed(s)
+            || s.spec.as_ref().and_then(|spec| spec.type_.as_deref()) == Some("ExternalName")
+    })
+}
+
 /// The desired slices and Endpoints of `service`, given candidate `pods`
 /// (any pods; those of other namespaces or not matching the selector are
 /// ignored). `None` when the Service is not managed or lacks name/uid.

@@ -293,3 +293,19 @@ fn publish_not_ready_addresses_marks_every_pod_ready() {
     let subsets = desired.endpoints.subsets.unwrap_or_default();
     assert_eq!(subsets[0].addresses.as_ref().map(Vec::len), Some(1));
 }
+
+#[test]
+fn unwanted_objects_are_deleted_unless_their_service_has_no_selector() {
+    assert!(unwanted_is_stale(None), "deleted Service");
+    assert!(
+        unwanted_is_stale(Some(&web_service())),
+        "stale slice of a managed Service"
+    );
+    let external = service(json!({"type": "ExternalName", "externalName": "x.example"}));
+    assert!(unwanted_is_stale(Some(&external)));
+    let selectorless = service(json!({"clusterIP": "10.100.0.1", "ports": [{"port": 443}]}));
+    assert!(
+        !unwanted_is_stale(Some(&selectorless)),
+        "e.g. default/kubernetes, written by the API server"
+    );
+}

@@ -346,7 +346,7 @@ pub fn patch(
     Ok((200, c.present(&stored)))
 }
 
-fn delete_opts(c: &Call<'_>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
+fn delete_opts(body: &[u8]) -> Result<DeleteOpts, ApiError> {
     let mut opts = DeleteOpts::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v = parse_body(body)?;
@@ -359,7 +359,6 @@ fn delete_opts(c: &Call<'_>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
             .and_then(Value::as_str)
             .map(str::to_string);
     }
-    let _ = c;
     Ok(opts)
 }
 
@@ -368,7 +367,7 @@ pub fn delete(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
     if c.path.subresource.is_some() {
         return Err(ApiError::method_not_allowed("delete", &c.info.plural));
     }
-    let opts = delete_opts(c, body)?;
+    let opts = delete_opts(body)?;
     let res = shared.write(|st| st.delete(&c.info, c.store_ns(), c.name(), &opts))?;
     Ok(match res {
         Deleted::Pending(o) => (200, c.present(&o)),
@@ -386,7 +385,7 @@ pub fn delete(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
 /// DELETE of a collection (with selectors); answers the list of deleted objects.
 pub fn delete_collection(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let filters = Filters::from_query(&c.info, c.query)?;
-    let opts = delete_opts(c, body)?;
+    let opts = delete_opts(body)?;
     let (items, rv) = shared.write(|st| {
         let objs = st.store.list(&rkey(&c.info), c.ns());
         let mut items = Vec::new();

@@ -376,7 +376,7 @@ async fn resource(
 fn watch_response(shared: Arc<Shared>, c: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let q = c.query;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    let mut namespace = if c.info.namespaced {
+    let namespace = if c.info.namespaced {
         c.path.namespace.clone()
     } else {
         None
@@ -386,7 +386,6 @@ fn watch_response(shared: Arc<Shared>, c: &Call<'_>) -> Result<Response<Body>, A
         // The legacy `/watch`-by-name form: a field selector on the name.
         filters.fields = crate::selector::FieldSelector::parse(&format!("metadata.name={name}"))
             .map_err(ApiError::bad_request)?;
-        namespace = namespace.or(None);
     }
     let req = WatchRequest {
         info: c.info.clone(),

@@ -131,12 +131,11 @@ pub async fn wait_ready(
 ) -> Result<()> {
     let client = client(dir, cluster).await?;
     loop {
-        let last;
-        match ready_nodes(&client).await {
+        let last = match ready_nodes(&client).await {
             Ok(ready) if ready >= nodes => return Ok(()),
-            Ok(ready) => last = format!("{ready} of {nodes} nodes Ready"),
-            Err(error) => last = format!("{error:#}"),
-        }
+            Ok(ready) => format!("{ready} of {nodes} nodes Ready"),
+            Err(error) => format!("{error:#}"),
+        };
         if Instant::now() > deadline {
             bail!("timed out: {last}");
         }

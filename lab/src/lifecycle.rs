@@ -174,10 +174,10 @@ pub fn down(name: &str) -> Result<()> {
     let state = LabState::load(&dir).ok();
     if let Some(state) = &state {
         for cluster in &state.clusters {
-            if let Some(pid) = cluster.daemon_pid {
-                if procs::stop_group(pid, &["serve", name, &cluster.name], Duration::from_secs(5)) {
-                    tracing::info!(cluster = %cluster.name, pid, "stopped the cluster daemon");
-                }
+            if let Some(pid) = cluster.daemon_pid
+                && procs::stop_group(pid, &["serve", name, &cluster.name], Duration::from_secs(5))
+            {
+                tracing::info!(cluster = %cluster.name, pid, "stopped the cluster daemon");
             }
         }
     }

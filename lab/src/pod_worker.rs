@@ -84,10 +84,10 @@ pub async fn run(shared: Arc<Shared>, pod: Pod, node: NodePlan, mut stop: watch:
             None
         }
     };
-    if let Some(sandbox) = &sandbox {
-        if let Err(error) = supervise(&shared, &pod, &node, sandbox, &mut stop).await {
-            tracing::error!(pod = %key, error = format!("{error:#}"), "pod failed");
-        }
+    if let Some(sandbox) = &sandbox
+        && let Err(error) = supervise(&shared, &pod, &node, sandbox, &mut stop).await
+    {
+        tracing::error!(pod = %key, error = format!("{error:#}"), "pod failed");
     }
     // Wait for deletion when the pod ended by itself.
     while !*stop.borrow() {

@@ -163,10 +163,10 @@ async fn least_loaded(client: &kube::Client, nodes: Vec<String>) -> Result<Strin
         .context("listing pods")?;
     let mut load: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.as_str(), 0)).collect();
     for pod in &pods.items {
-        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            if let Some(count) = load.get_mut(node) {
-                *count += 1;
-            }
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+            && let Some(count) = load.get_mut(node)
+        {
+            *count += 1;
         }
     }
     // Ties go to the lowest node index.

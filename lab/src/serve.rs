@@ -81,8 +81,12 @@ fn spawn_parts(
     parts.spawn(async move { ("endpointslices", crate::endpointslices::run(c, k).await) });
     let (c, k) = (client.clone(), cluster.clone());
     parts.spawn(async move { ("kube-proxy", crate::kube_proxy::run(c, k, nodes).await) });
-    // The cluster DNS server and the LoadBalancer controller join here
-    // once their modules land: dns::run(client, cluster) and
-    // loadbalancer::run(client, cluster, lab).
-    let _ = (client, cluster, lab);
+    let (c, k) = (client.clone(), cluster.clone());
+    parts.spawn(async move { ("dns", crate::dns::run(c, k).await) });
+    parts.spawn(async move {
+        (
+            "loadbalancer",
+            crate::loadbalancer::run(client, cluster, lab).await,
+        )
+    });
 }

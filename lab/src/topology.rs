@@ -167,10 +167,10 @@ pub fn remove_etc_netns(prefix: &str) {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(path = %entry.path().display(), %error, "cannot remove");
-            }
+        if entry.file_name().to_string_lossy().starts_with(prefix)
+            && let Err(error) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(path = %entry.path().display(), %error, "cannot remove");
         }
     }
 }

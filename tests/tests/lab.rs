@@ -233,10 +233,10 @@ fn pod_processes(lab: &str) -> Vec<u64> {
             .flatten()
             .flatten()
         {
-            if let Ok(text) = std::fs::read_to_string(pod.path().join("pid")) {
-                if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
-                    pids.push(pid);
-                }
+            if let Ok(text) = std::fs::read_to_string(pod.path().join("pid"))
+                && let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok())
+            {
+                pids.push(pid);
             }
         }
     }

@@ -44,7 +44,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(kind: FieldErrorKind, field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { kind, field: field.into(), message: message.into() }
+        FieldError {
+            kind,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

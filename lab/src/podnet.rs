@@ -71,6 +71,12 @@ pub fn create(node: &NodePlan, uid: &str, namespace: &str, addr: Ipv4Addr) -> Re
     ip(&[
         "-n", &node_ns, "link", "set", &veth, "master", POD_BRIDGE, "up",
     ])?;
+    // Hairpin, as the CNI bridge plugin sets it: a pod that reaches its own
+    // Service and is picked as the endpoint gets its packets back.
+    ip(&[
+        "-n", &node_ns, "link", "set", "dev", &veth, "type", "bridge_slave", "hairpin", "on",
+    ])
+    .with_context(|| format!("enabling hairpin on {veth}"))?;
     let cidr = node.pod_cidr();
     ip(&[
         "-n",

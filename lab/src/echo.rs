@@ -141,3 +141,83 @@ pub async fn client(addr: &str, send: &str, timeout: std::time::Duration) -> Res
         .context("writing to stdout")?;
     Ok(())
 }
+
+/// `mc-lab bulk`: streams `bytes` pseudo-random bytes to an echo server at
+/// `addr` while reading the echo back, half-closes, and checks that exactly
+/// the same bytes came back, in order. Prints the counts; fails on any
+/// difference, a short answer, or no progress for `timeout`.
+pub async fn bulk(addr: &str, bytes: u64, timeout: std::time::Duration) -> Result<()> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr} timed out"))?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let started = std::time::Instant::now();
+    let send = async move {
+        let mut source = Pattern::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            source.fill(&mut buf[..n]);
+            tokio::time::timeout(timeout, writer.write_all(&buf[..n]))
+                .await
+                .context("sending stalled")?
+                .context("sending")?;
+            left -= n as u64;
+        }
+        writer.shutdown().await.context("half-closing")?;
+        anyhow::Ok(())
+    };
+    let receive = async move {
+        let mut expected = Pattern::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut want = vec![0u8; 64 * 1024];
+        let mut received = 0u64;
+        loop {
+            let n = tokio::time::timeout(timeout, reader.read(&mut buf))
+                .await
+                .context("receiving stalled")?
+                .context("receiving")?;
+            if n == 0 {
+                break;
+            }
+            expected.fill(&mut want[..n]);
+            if buf[..n] != want[..n] {
+                anyhow::bail!(
+                    "the echo differs from what was sent within bytes {received}..{}",
+                    received + n as u64
+                );
+            }
+            received += n as u64;
+        }
+        anyhow::Ok(received)
+    };
+    let ((), received) = tokio::try_join!(send, receive)?;
+    if received != bytes {
+        anyhow::bail!("sent {bytes} bytes but {received} came back");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("ok sent={bytes} received={received} seconds={secs:.3}");
+    Ok(())
+}
+
+/// A reproducible byte stream (xorshift64*): the sender and the checker
+/// generate the same bytes without holding them in memory.
+struct Pattern(u64);
+
+impl Pattern {
+    fn new() -> Pattern {
+        Pattern(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let word = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}

@@ -111,6 +111,18 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// Test client: stream BYTES pseudo-random bytes to an echo server,
+    /// check that the same bytes come back, print the counts.
+    Bulk {
+        /// HOST:PORT of an echo server (`mc-lab echo`, TCP port).
+        addr: String,
+        /// How many bytes to send (and expect back).
+        #[arg(long, default_value_t = 100 * 1024 * 1024)]
+        bytes: u64,
+        /// Seconds without progress before giving up.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// The daemon of one cluster (started by `up`).
     #[command(hide = true)]
     Serve {
@@ -282,6 +294,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tcp_port,
             banner,
         }))?,
+        Command::Bulk {
+            addr,
+            bytes,
+            timeout,
+        } => runtime()?.block_on(echo::bulk(&addr, bytes, Duration::from_secs(timeout)))?,
         Command::TcpClient {
             addr,
             send,

@@ -6,7 +6,6 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rustls::HandshakeKind;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,10 +20,10 @@ async fn bytes_flow_both_ways_with_half_close() {
         (("banner".to_owned(), 25), banner),
     ]);
     let gateway = start_gateway(&pki, routes).await;
-    let pool = pool(&pki, gateway, 2);
+    let tunnel = tunnel_client(&pki, gateway.addr);
 
     // Client talks first, half-closes, then reads the whole answer.
-    let agent = start_agent(pool.clone(), request("echo", 7)).await;
+    let agent = start_agent(tunnel.clone(), request("echo", 7)).await;
     let mut client = TcpStream::connect(agent).await.unwrap();
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let (mut r, mut w) = client.split();
@@ -40,7 +39,7 @@ async fn bytes_flow_both_ways_with_half_close() {
     assert!(echoed == payload, "echoed bytes differ");
 
     // Server talks first and half-closes; the client answers afterwards.
-    let agent = start_agent(pool, request("banner", 25)).await;
+    let agent = start_agent(tunnel, request("banner", 25)).await;
     let mut client = TcpStream::connect(agent).await.unwrap();
     let mut banner_bytes = Vec::new();
     client.read_to_end(&mut banner_bytes).await.unwrap();
@@ -69,11 +68,11 @@ async fn refused_targets_close_the_client_quickly() {
     let pki = pki();
     let dead = closed_port().await;
     let gateway = start_gateway(&pki, HashMap::from([(("dead".to_owned(), 80), dead)])).await;
-    let pool = pool(&pki, gateway, 1);
+    let tunnel = tunnel_client(&pki, gateway.addr);
 
     // Not exported at all, and exported but nothing listening.
     for req in [request("unknown", 80), request("dead", 80)] {
-        let agent = start_agent(pool.clone(), req).await;
+        let agent = start_agent(tunnel.clone(), req).await;
         let mut client = TcpStream::connect(agent).await.unwrap();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let took = tokio::time::timeout(Duration::from_secs(5), time_to_close(client))
@@ -84,32 +83,34 @@ async fn refused_targets_close_the_client_quickly() {
 }
 
 #[tokio::test]
-async fn pool_refills_with_resumed_sessions() {
+async fn many_connections_share_few_tls_connections() {
     let pki = pki();
-    let gateway = start_gateway(&pki, HashMap::new()).await;
-    let pool = pool(&pki, gateway, 1);
+    let echo = start_echo().await;
+    let gateway = start_gateway(&pki, HashMap::from([(("echo".to_owned(), 7), echo)])).await;
+    let tunnel = tunnel_client(&pki, gateway.addr);
+    let agent = start_agent(tunnel, request("echo", 7)).await;
 
-    let wait_warm = || async {
-        for _ in 0..200 {
-            if pool.warm_count() == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("pool did not refill");
-    };
-    wait_warm().await;
-    // Give the gateway's session tickets time to arrive on the warm one.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let first = pool.get().await.unwrap();
+    let clients: Vec<_> = (0..50u8)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut client = TcpStream::connect(agent).await.unwrap();
+                client.write_all(&[i; 1000]).await.unwrap();
+                client.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                client.read_to_end(&mut got).await.unwrap();
+                assert_eq!(got, vec![i; 1000]);
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let tls = gateway
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let expected = mc_tunnel::MuxConfig::default().connections;
     assert_eq!(
-        first.get_ref().1.handshake_kind(),
-        Some(HandshakeKind::Full)
-    );
-    wait_warm().await;
-    let second = pool.get().await.unwrap();
-    assert_eq!(
-        second.get_ref().1.handshake_kind(),
-        Some(HandshakeKind::Resumed)
+        tls, expected,
+        "50 proxied connections used {tls} TLS connections"
     );
 }

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mc_identity::{SharedIdentity, SpiffeId, TrustAnchor, client_config, server_config};
-use mc_tunnel::pool::buffered_socket;
 use mc_tunnel::{
-    PoolConfig, Reason, Request, Source, SpliceConfig, Status, Target, TunnelPool,
-    forward_to_tunnel, read_request, splice, write_status,
+    MuxConfig, MuxStream, Reason, Request, Source, SpliceConfig, Status, Target, TunnelClient,
+    buffered_socket, forward_to_tunnel, read_request, serve_connection, splice, write_status,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,84 +63,96 @@ pub fn request(service: &str, port: u16) -> Request {
     }
 }
 
+/// A running gateway stand-in.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    /// TLS connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+}
+
 /// Gateway: routes `(service, port)` to an upstream address.
-pub async fn start_gateway(pki: &Pki, routes: HashMap<(String, u16), SocketAddr>) -> SocketAddr {
+pub async fn start_gateway(pki: &Pki, routes: HashMap<(String, u16), SocketAddr>) -> Gateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = TlsAcceptor::from(server_config(pki.gateway.clone()).unwrap());
     let routes = Arc::new(routes);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let routes = Arc::clone(&routes);
+            let counter = Arc::clone(&counter);
             tokio::spawn(async move {
                 let Ok(io) = buffered_socket(tcp) else { return };
-                let Ok(mut tls) = acceptor.accept(io).await else {
+                let Ok(tls) = acceptor.accept(io).await else {
                     return;
                 };
-                let Ok(req) = read_request(&mut tls, Duration::from_secs(60)).await else {
-                    return;
-                };
-                let t = Duration::from_secs(5);
-                let Some(upstream_addr) =
-                    routes.get(&(req.target.service.clone(), req.target.port))
-                else {
-                    let _ = write_status(&mut tls, Status::Refused(Reason::NotExported), t).await;
-                    let _ = tls.shutdown().await;
-                    return;
-                };
-                match TcpStream::connect(upstream_addr).await {
-                    Ok(mut upstream) => {
-                        let _ = upstream.set_nodelay(true);
-                        if write_status(&mut tls, Status::Ok, t).await.is_ok() {
-                            let _ = splice(&mut tls, &mut upstream, &SpliceConfig::default()).await;
-                        }
-                    }
-                    Err(_) => {
-                        let _ = write_status(&mut tls, Status::Refused(Reason::ConnectRefused), t)
-                            .await;
-                        let _ = tls.shutdown().await;
-                    }
-                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = serve_connection(tls, &MuxConfig::default(), |stream| {
+                    gateway_stream(stream, Arc::clone(&routes))
+                })
+                .await;
             });
         }
     });
-    addr
+    Gateway { addr, connections }
 }
 
-pub fn pool(pki: &Pki, gateway: SocketAddr, warm: usize) -> Arc<TunnelPool> {
+async fn gateway_stream(mut stream: MuxStream, routes: Arc<HashMap<(String, u16), SocketAddr>>) {
+    let Ok(req) = read_request(&mut stream, Duration::from_secs(10)).await else {
+        return;
+    };
+    let t = Duration::from_secs(5);
+    let Some(upstream_addr) = routes.get(&(req.target.service.clone(), req.target.port)) else {
+        let _ = write_status(&mut stream, Status::Refused(Reason::NotExported), t).await;
+        let _ = stream.shutdown().await;
+        return;
+    };
+    match TcpStream::connect(upstream_addr).await {
+        Ok(mut upstream) => {
+            let _ = upstream.set_nodelay(true);
+            if write_status(&mut stream, Status::Ok, t).await.is_ok() {
+                let _ = splice(&mut stream, &mut upstream, &SpliceConfig::default()).await;
+            }
+        }
+        Err(_) => {
+            let _ = write_status(&mut stream, Status::Refused(Reason::ConnectRefused), t).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+pub fn tunnel_client(pki: &Pki, gateway: SocketAddr) -> TunnelClient {
     let config = client_config(pki.agent.clone(), gateway_id()).unwrap();
-    Arc::new(TunnelPool::new(
+    TunnelClient::new(
         config,
         gateway,
         ServerName::IpAddress(gateway.ip().into()),
-        PoolConfig {
-            warm,
-            ..PoolConfig::default()
-        },
-    ))
+        MuxConfig::default(),
+    )
 }
 
 /// Agent stand-in: every connection accepted on the returned address is
-/// forwarded through a pooled tunnel with `req`. A refusal resets the
-/// client connection.
-pub async fn start_agent(pool: Arc<TunnelPool>, req: Request) -> SocketAddr {
+/// forwarded through the tunnel with `req`. A refusal resets the client
+/// connection.
+pub async fn start_agent(tunnel: TunnelClient, req: Request) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let req = Arc::new(req);
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let pool = Arc::clone(&pool);
+            let tunnel = tunnel.clone();
             let req = Arc::clone(&req);
             tokio::spawn(async move {
                 let _ = client.set_nodelay(true);
-                let Ok(mut tunnel) = pool.get().await else {
+                let Ok(mut stream) = tunnel.open().await else {
                     let _ = client.set_zero_linger();
                     return;
                 };
                 let result = forward_to_tunnel(
                     &mut client,
-                    &mut tunnel,
+                    &mut stream,
                     &req,
                     Duration::from_secs(5),
                     &SpliceConfig::default(),
@@ -200,5 +212,79 @@ pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
+    addr
+}
+
+/// Gateway stand-in for the non-multiplexed variant (benchmark only): one
+/// proxied connection per TLS connection, same stream protocol.
+pub async fn start_plain_gateway(
+    pki: &Pki,
+    routes: HashMap<(String, u16), SocketAddr>,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(server_config(pki.gateway.clone()).unwrap());
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let routes = Arc::clone(&routes);
+            tokio::spawn(async move {
+                let Ok(io) = buffered_socket(tcp) else { return };
+                let Ok(mut tls) = acceptor.accept(io).await else {
+                    return;
+                };
+                let Ok(req) = read_request(&mut tls, Duration::from_secs(10)).await else {
+                    return;
+                };
+                let t = Duration::from_secs(5);
+                let Some(up) = routes.get(&(req.target.service.clone(), req.target.port)) else {
+                    return;
+                };
+                if let Ok(mut upstream) = TcpStream::connect(up).await {
+                    let _ = upstream.set_nodelay(true);
+                    if write_status(&mut tls, Status::Ok, t).await.is_ok() {
+                        let _ = splice(&mut tls, &mut upstream, &SpliceConfig::default()).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Agent stand-in for the non-multiplexed variant (benchmark only): dials
+/// one resumed TLS connection per proxied connection.
+pub async fn start_plain_agent(pki: &Pki, gateway: SocketAddr, req: Request) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config(pki.agent.clone(), gateway_id()).unwrap());
+    let req = Arc::new(req);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let connector = connector.clone();
+            let req = Arc::clone(&req);
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let Ok(tcp) = TcpStream::connect(gateway).await else {
+                    return;
+                };
+                let Ok(io) = buffered_socket(tcp) else { return };
+                let name = ServerName::IpAddress(gateway.ip().into());
+                let Ok(mut tls) = connector.connect(name, io).await else {
+                    return;
+                };
+                let _ = forward_to_tunnel(
+                    &mut client,
+                    &mut tls,
+                    &req,
+                    Duration::from_secs(5),
+                    &SpliceConfig::default(),
+                )
+                .await;
+            });
+        }
+    });
     addr
 }

@@ -13,6 +13,7 @@ use crate::resources::{self, ResourceInfo, Subresource};
 use crate::schema;
 use crate::state::{State, meta_str, now_rfc3339};
 use crate::validation::{self, FieldError, FieldErrorKind};
+use crate::workloads;
 
 /// The finalizer the CRD controller puts on every CRD.
 pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -331,7 +332,17 @@ pub fn on_create(
             fill_token_secret(state, obj)?;
         }
         ("", "pods") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                workloads::default_pod_spec(spec);
+            }
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        ("apps", plural @ ("deployments" | "replicasets" | "daemonsets")) => {
+            workloads::default_workload(plural, obj);
+            let errors = workloads::validate_workload(obj);
+            if !errors.is_empty() {
+                return Err(invalid(info, obj, errors));
+            }
         }
         ("certificates.k8s.io", "certificatesigningrequests") => {
             check_csr(info, obj)?;
@@ -385,6 +396,13 @@ pub fn on_update(
                 .map_err(|e| invalid(info, new, e))?;
         }
         ("", "secrets") => merge_string_data(new),
+        ("apps", plural @ ("deployments" | "replicasets" | "daemonsets")) if sub.is_none() => {
+            workloads::default_workload(plural, new);
+            let errors = workloads::validate_workload(new);
+            if !errors.is_empty() {
+                return Err(invalid(info, new, errors));
+            }
+        }
         ("certificates.k8s.io", "certificatesigningrequests") => {
             if sub.is_none() {
                 new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));

@@ -65,6 +65,7 @@ fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
         let (kind, verbs, group, version): (&str, Vec<&str>, Option<&str>, Option<&str>) = match s {
             Subresource::Status => (r.kind.as_str(), vec!["get", "patch", "update"], None, None),
             Subresource::Approval => (r.kind.as_str(), vec!["get", "patch", "update"], None, None),
+            Subresource::Binding => ("Binding", vec!["create"], None, None),
             Subresource::Token => (
                 "TokenRequest",
                 vec!["create"],

@@ -256,6 +256,13 @@ pub fn create(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
     let obj = parse_body(body)?;
     match (c.info.group.as_str(), c.info.plural.as_str(), c.sub()?) {
         ("", "serviceaccounts", Some(Subresource::Token)) => return token_request(shared, c, obj),
+        ("", "pods", Some(Subresource::Binding)) => {
+            shared.write(|st| st.bind_pod(&c.info, c.store_ns(), c.name(), &obj))?;
+            return Ok((
+                201,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
         (_, _, Some(_)) => return Err(ApiError::method_not_allowed("create", &c.info.plural)),
         ("authorization.k8s.io", "selfsubjectaccessreviews", None) => {
             return Ok((
@@ -346,10 +353,28 @@ pub fn patch(
     Ok((200, c.present(&stored)))
 }
 
-fn delete_opts(body: &[u8]) -> Result<DeleteOpts, ApiError> {
+/// DeleteOptions from the body, with the query parameters kubectl may use
+/// instead (`gracePeriodSeconds`, `propagationPolicy`).
+fn delete_opts(body: &[u8], query: &HashMap<String, String>) -> Result<DeleteOpts, ApiError> {
     let mut opts = DeleteOpts::default();
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        opts.grace_period_seconds = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        );
+    }
+    opts.propagation_policy = query.get("propagationPolicy").cloned();
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v = parse_body(body)?;
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation_policy = Some(p.to_string());
+        }
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            opts.propagation_policy = Some("Orphan".into());
+        }
         opts.uid = v
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
@@ -367,7 +392,7 @@ pub fn delete(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
     if c.path.subresource.is_some() {
         return Err(ApiError::method_not_allowed("delete", &c.info.plural));
     }
-    let opts = delete_opts(body)?;
+    let opts = delete_opts(body, c.query)?;
     let res = shared.write(|st| st.delete(&c.info, c.store_ns(), c.name(), &opts))?;
     Ok(match res {
         Deleted::Pending(o) => (200, c.present(&o)),
@@ -385,7 +410,7 @@ pub fn delete(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
 /// DELETE of a collection (with selectors); answers the list of deleted objects.
 pub fn delete_collection(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let filters = Filters::from_query(&c.info, c.query)?;
-    let opts = delete_opts(body)?;
+    let opts = delete_opts(body, c.query)?;
     let (items, rv) = shared.write(|st| {
         let objs = st.store.list(&rkey(&c.info), c.ns());
         let mut items = Vec::new();

@@ -37,6 +37,7 @@ pub mod store;
 pub mod table;
 pub mod validation;
 pub mod watch;
+pub mod workloads;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

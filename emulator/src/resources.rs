@@ -14,6 +14,8 @@ pub enum Subresource {
     Token,
     /// `certificatesigningrequests/<name>/approval`.
     Approval,
+    /// `pods/<name>/binding`: the scheduler's assignment of a pod to a node.
+    Binding,
 }
 
 impl Subresource {
@@ -23,6 +25,7 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Token => "token",
             Subresource::Approval => "approval",
+            Subresource::Binding => "binding",
         }
     }
 }
@@ -140,7 +143,7 @@ const fn b(
     }
 }
 
-use Subresource::{Approval, Status, Token};
+use Subresource::{Approval, Binding, Status, Token};
 
 const BUILTINS: &[Builtin] = &[
     b(
@@ -165,7 +168,7 @@ const BUILTINS: &[Builtin] = &[
         &["sa"],
         &[Token],
     ),
-    b("", "v1", "Pod", "pods", true, &["po"], &[Status]),
+    b("", "v1", "Pod", "pods", true, &["po"], &[Status, Binding]),
     b("", "v1", "Node", "nodes", false, &["no"], &[Status]),
     b("", "v1", "Event", "events", true, &["ev"], &[]),
     b(
@@ -175,6 +178,15 @@ const BUILTINS: &[Builtin] = &[
         "deployments",
         true,
         &["deploy"],
+        &[Status],
+    ),
+    b(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        true,
+        &["rs"],
         &[Status],
     ),
     b(

@@ -28,11 +28,56 @@ pub struct State {
     pub env: Arc<Env>,
 }
 
-/// Options of a delete (from `DeleteOptions`).
+/// Options of a delete (from `DeleteOptions` and the query).
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOpts {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `gracePeriodSeconds`: only Pods honour it (graceful deletion).
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: `Orphan` strips the dependents' ownerReferences;
+    /// `Background` and `Foreground` leave them to the garbage collector.
+    pub propagation_policy: Option<String>,
+}
+
+/// The grace period a Pod is deleted with, as the Pod strategy decides it:
+/// the request's, else the Pod's `terminationGracePeriodSeconds` (default
+/// 30); zero for Pods not bound to a node or already finished.
+pub fn pod_grace_seconds(pod: &Value, requested: Option<i64>) -> i64 {
+    let unbound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if unbound || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+        .max(0)
+}
+
+/// The default `terminationGracePeriodSeconds` of a Pod.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// `deletionGracePeriodSeconds` of an object (0 when unset).
+fn deletion_grace(obj: &Value) -> i64 {
+    obj.pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+/// `now + seconds`, formatted as the API formats times.
+fn rfc3339_in(seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The result of a delete.
@@ -374,10 +419,10 @@ impl State {
                 m["status"]["conditions"] = conditions;
                 m
             }
-            Some(Subresource::Token) => {
+            Some(s @ (Subresource::Token | Subresource::Binding)) => {
                 return Err(ApiError::method_not_allowed(
                     "update",
-                    "serviceaccounts/token",
+                    &format!("{}/{}", info.plural, s.name()),
                 ));
             }
         };
@@ -408,7 +453,10 @@ impl State {
         if merged == *old {
             return Ok((old, false));
         }
-        if meta_str(&merged, "deletionTimestamp").is_some() && !must_wait(info, &merged) {
+        if meta_str(&merged, "deletionTimestamp").is_some()
+            && !must_wait(info, &merged)
+            && deletion_grace(&merged) == 0
+        {
             let gone = self
                 .remove(info, store_ns, name)
                 .ok_or_else(|| ApiError::not_found(target(info, name)))?;
@@ -460,6 +508,15 @@ impl State {
                 ));
             }
         }
+        if info.group.is_empty() && info.plural == "pods" {
+            let grace = pod_grace_seconds(&cur, opts.grace_period_seconds);
+            if let Some(pending) = self.delete_gracefully(info, &cur, grace) {
+                return Ok(pending);
+            }
+        }
+        if opts.propagation_policy.as_deref() == Some("Orphan") {
+            self.orphan_dependents(meta_str(&cur, "uid").unwrap_or_default());
+        }
         if must_wait(info, &cur) {
             if meta_str(&cur, "deletionTimestamp").is_some() {
                 return Ok(Deleted::Pending(cur));
@@ -475,6 +532,139 @@ impl State {
             .remove(info, ns, name)
             .ok_or_else(|| ApiError::not_found(target(info, name)))?;
         Ok(Deleted::Gone(gone))
+    }
+
+    /// The graceful part of a Pod's deletion: with `grace` > 0 the Pod
+    /// gets (or keeps, or shortens to) a deletionTimestamp `grace` seconds
+    /// ahead and stays for its kubelet to stop it. `None` when the delete
+    /// goes on like any other (grace 0: removed unless finalizers hold it).
+    fn delete_gracefully(
+        &mut self,
+        info: &ResourceInfo,
+        cur: &Arc<Value>,
+        grace: i64,
+    ) -> Option<Deleted> {
+        let deleting = meta_str(cur, "deletionTimestamp").is_some();
+        let current = deletion_grace(cur);
+        if grace == 0 {
+            if deleting && current > 0 {
+                // Finishing a graceful deletion: only finalizers may hold it now.
+                let mut o = (**cur).clone();
+                o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                if must_wait(info, &o) {
+                    return Some(Deleted::Pending(self.store.put(&rkey(info), o)));
+                }
+            }
+            return None;
+        }
+        if deleting && current <= grace {
+            // Only a shorter grace period changes a deletion in progress.
+            return Some(Deleted::Pending(cur.clone()));
+        }
+        let mut o = (**cur).clone();
+        o["metadata"]["deletionTimestamp"] = json!(rfc3339_in(grace));
+        o["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        Some(Deleted::Pending(self.store.put(&rkey(info), o)))
+    }
+
+    /// Removes the ownerReferences naming `owner_uid` from every object
+    /// (the effect of `propagationPolicy: Orphan`).
+    fn orphan_dependents(&mut self, owner_uid: &str) {
+        if owner_uid.is_empty() {
+            return;
+        }
+        let dependents: Vec<(crate::store::ResourceKey, Value)> = self
+            .store
+            .all()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
+            })
+            .map(|(res, o)| (res.clone(), (**o).clone()))
+            .collect();
+        for (res, mut o) in dependents {
+            if let Some(refs) = o
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r["uid"] != owner_uid);
+            }
+            self.store.put(&res, o);
+        }
+    }
+
+    /// Binds a Pod to a node (`pods/<name>/binding`), as the scheduler
+    /// does: only a Pod without `spec.nodeName` may be bound.
+    pub fn bind_pod(
+        &mut self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        binding: &Value,
+    ) -> Result<Arc<Value>, ApiError> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                &[FieldError::new(
+                    FieldErrorKind::Required,
+                    "target.name",
+                    "Required value",
+                )],
+            ));
+        }
+        let key = rkey(info);
+        let cur = self
+            .store
+            .get(&key, ns, name)
+            .ok_or_else(|| ApiError::not_found(target(info, name)))?;
+        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
+            && Some(uid) != meta_str(&cur, "uid")
+        {
+            return Err(ApiError::conflict_because(
+                target(info, name),
+                "Precondition failed: UID in precondition does not match the pod",
+            ));
+        }
+        if meta_str(&cur, "deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_because(
+                target(info, name),
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(bound) = cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict_because(
+                target(info, name),
+                &format!("pod {name} is already assigned to node \"{bound}\""),
+            ));
+        }
+        let mut o = (*cur).clone();
+        o["spec"]["nodeName"] = json!(node);
+        let now = now_rfc3339();
+        let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+        if !o.get("status").is_some_and(Value::is_object) {
+            o["status"] = json!({});
+        }
+        let mut conditions: Vec<Value> = o
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c["type"] != "PodScheduled");
+        conditions.push(scheduled);
+        o["status"]["conditions"] = json!(conditions);
+        Ok(self.store.put(&key, o))
     }
 
     /// The resourceVersion of the store as a string.

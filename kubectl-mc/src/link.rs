@@ -1,0 +1,311 @@
+//! `link`: run against the target cluster (east). Ensures the read-only
+//! remote reader there, mints a token for it, and prints (or applies to
+//! --apply-to) the credentials Secret and the Link for the linking side.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::PostParams;
+use mc_api::link::ProbeSpec;
+use mc_api::{Link, LinkSpec};
+
+use crate::apply::{self, Progress};
+use crate::cli::{Global, LinkArgs, OutputFormat};
+use crate::kube_ctx::{ClusterAccess, KubeContext};
+use crate::manifests::meta::{
+    GATEWAY, LINK_CREDENTIALS_TYPE, LINK_KUBECONFIG_KEY, LINK_READER, link_secret, system_meta,
+};
+use crate::manifests::rbac;
+use crate::mesh_config::{self, MeshConfig};
+use crate::objects::{self, Object, object};
+
+/// Where the linking side reaches the target's gateways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayEndpoint {
+    /// IPs or DNS names.
+    pub addresses: Vec<String>,
+    /// Tunnel port.
+    pub port: u16,
+    /// Probe (admin) port.
+    pub probe_port: u16,
+}
+
+fn node_port(service: &Service, name: &str) -> Option<u16> {
+    service
+        .spec
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .iter()
+        .find(|p| p.name.as_deref() == Some(name))?
+        .node_port
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// Works out the gateway endpoint from the flags and the `mc-gateway` Service.
+pub fn gateway_endpoint(
+    service: &Service,
+    args: &LinkArgs,
+    context: &str,
+) -> Result<GatewayEndpoint> {
+    let service_type = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.type_.clone())
+        .unwrap_or_else(|| "ClusterIP".to_string());
+    let node_port_type = service_type == "NodePort";
+    let addresses = if !args.gateway_addresses.is_empty() {
+        args.gateway_addresses.clone()
+    } else {
+        let ingress: Vec<String> = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map(|ingress| {
+                ingress
+                    .iter()
+                    .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ingress.is_empty() {
+            if service_type == "LoadBalancer" {
+                bail!(
+                    "the {GATEWAY} Service in context {context:?} has no LoadBalancer address yet: \
+                     wait for it (kubectl --context {context} -n {} get svc {GATEWAY}) or pass --gateway-address",
+                    mc_api::NAMESPACE
+                );
+            }
+            bail!(
+                "the {GATEWAY} Service in context {context:?} is of type {service_type}: pass \
+                 --gateway-address with an address of a node (or of whatever fronts the gateway) the other cluster can reach"
+            );
+        }
+        ingress
+    };
+    let pick = |flag: Option<u16>, name: &str, default: u16| -> Result<u16> {
+        match (flag, node_port_type) {
+            (Some(port), _) => Ok(port),
+            (None, false) => Ok(default),
+            (None, true) => node_port(service, name).ok_or_else(|| {
+                anyhow!(
+                    "the {GATEWAY} Service in context {context:?} is a NodePort Service without a nodePort for port {name:?}"
+                )
+            }),
+        }
+    };
+    Ok(GatewayEndpoint {
+        addresses,
+        port: pick(args.gateway_port, "tunnel", mc_api::GATEWAY_TUNNEL_PORT)?,
+        probe_port: pick(args.probe_port, "admin", mc_api::ADMIN_PORT)?,
+    })
+}
+
+/// A kubeconfig (YAML) that reaches `access` with `token`.
+pub fn reader_kubeconfig(cluster: &str, access: &ClusterAccess, token: &str) -> Result<String> {
+    let mut cluster_entry = serde_json::Map::new();
+    cluster_entry.insert("server".into(), access.server.clone().into());
+    if let Some(ca) = &access.certificate_authority_data {
+        cluster_entry.insert("certificate-authority-data".into(), ca.clone().into());
+    }
+    if access.insecure_skip_tls_verify {
+        cluster_entry.insert("insecure-skip-tls-verify".into(), true.into());
+    }
+    if let Some(name) = &access.tls_server_name {
+        cluster_entry.insert("tls-server-name".into(), name.clone().into());
+    }
+    let user = format!("{LINK_READER}-{cluster}");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": cluster_entry}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
+    });
+    serde_yaml::to_string(&config).context("rendering the link kubeconfig")
+}
+
+/// The Secret and the Link the linking side needs.
+pub fn link_objects(
+    config: &MeshConfig,
+    gateway: &GatewayEndpoint,
+    kubeconfig: &str,
+    create_namespaces: bool,
+) -> Result<Vec<Object>> {
+    let cluster = &config.cluster_name;
+    let secret = Secret {
+        metadata: system_meta(&link_secret(cluster), Some("link")),
+        type_: Some(LINK_CREDENTIALS_TYPE.to_string()),
+        data: Some(BTreeMap::from([(
+            LINK_KUBECONFIG_KEY.to_string(),
+            ByteString(kubeconfig.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    let mut link = Link::new(
+        cluster,
+        LinkSpec {
+            target_cluster_name: cluster.clone(),
+            target_cluster_domain: config.cluster_domain.clone(),
+            credentials_secret: link_secret(cluster),
+            gateway_addresses: gateway.addresses.clone(),
+            gateway_port: gateway.port,
+            gateway_identity: mc_api::spiffe_id(&config.trust_domain, mc_api::NAMESPACE, GATEWAY),
+            probe: ProbeSpec {
+                port: gateway.probe_port,
+                ..ProbeSpec::default()
+            },
+            selector: None,
+            create_namespaces,
+        },
+    );
+    link.metadata = system_meta(cluster, Some("link"));
+    Ok(vec![object(&secret)?, object(&link)?])
+}
+
+async fn mint_token(ctx: &KubeContext, seconds: i64) -> Result<String> {
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), mc_api::NAMESPACE);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(seconds),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let response = api
+        .create_token_request(LINK_READER, &PostParams::default(), &request)
+        .await
+        .map_err(|e| {
+            ctx.error(
+                format!(
+                    "minting a token for ServiceAccount {}/{LINK_READER}",
+                    mc_api::NAMESPACE
+                ),
+                &e,
+            )
+        })?;
+    response
+        .status
+        .map(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            anyhow!(
+                "in context {:?}: the TokenRequest returned no token",
+                ctx.name
+            )
+        })
+}
+
+/// Fails unless mc is installed in `ctx` (the Link CRD exists).
+pub async fn ensure_link_crd(ctx: &KubeContext) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let name = "links.mc.dev";
+    match crds
+        .get_opt(name)
+        .await
+        .map_err(|e| ctx.error(format!("reading CRD {name}"), &e))?
+    {
+        Some(_) => Ok(()),
+        None => bail!(
+            "mc is not installed in context {:?} (no CRD {name}): run `kubectl mc --context {} install --cluster-name NAME --identity-dir DIR --apply` first",
+            ctx.name,
+            ctx.name
+        ),
+    }
+}
+
+/// `kubectl mc link`.
+pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
+    let format = global.output.unwrap_or(OutputFormat::Yaml);
+    if args.apply_to.is_none() {
+        objects::check_format(format)?;
+    }
+    let target = KubeContext::connect_reachable(global, None).await?;
+    let config = mesh_config::read(&target).await?;
+    if config.cluster_name != args.cluster_name {
+        bail!(
+            "context {:?} was installed as cluster {:?}, not {:?}: pass --cluster-name {} (mirrors are named after it)",
+            target.name,
+            config.cluster_name,
+            args.cluster_name,
+            config.cluster_name
+        );
+    }
+    let seconds =
+        i64::try_from(args.token_duration.as_secs()).context("--token-duration is too long")?;
+    let services: Api<Service> = Api::namespaced(target.client.clone(), mc_api::NAMESPACE);
+    let gateway_service = services
+        .get_opt(GATEWAY)
+        .await
+        .map_err(|e| {
+            target.error(
+                format!("reading Service {}/{GATEWAY}", mc_api::NAMESPACE),
+                &e,
+            )
+        })?
+        .ok_or_else(|| {
+            anyhow!(
+                "context {:?} has no Service {}/{GATEWAY}: re-run install there",
+                target.name,
+                mc_api::NAMESPACE
+            )
+        })?;
+    let gateway = gateway_endpoint(&gateway_service, args, &target.name)?;
+    // The linking side is checked before anything is created in the target.
+    let destination = match &args.apply_to {
+        Some(name) => {
+            let destination = KubeContext::connect_reachable(global, Some(name)).await?;
+            ensure_link_crd(&destination).await?;
+            let theirs = mesh_config::read(&destination).await?;
+            if theirs.cluster_name == config.cluster_name {
+                bail!(
+                    "context {:?} is cluster {:?} too: a cluster cannot link to itself",
+                    destination.name,
+                    theirs.cluster_name
+                );
+            }
+            if theirs.trust_domain != config.trust_domain {
+                bail!(
+                    "trust domains differ: {:?} uses {:?}, {:?} uses {:?}; linked clusters must share one trust domain and anchor",
+                    target.name,
+                    config.trust_domain,
+                    destination.name,
+                    theirs.trust_domain
+                );
+            }
+            Some(destination)
+        }
+        None => None,
+    };
+    apply::apply_all(&target, &rbac::link_reader()?, Progress::Stderr).await?;
+    let token = mint_token(&target, seconds).await?;
+    let mut access = target.cluster_access()?;
+    if let Some(server) = &args.api_server_address {
+        access.server = server.clone();
+    }
+    let kubeconfig = reader_kubeconfig(&config.cluster_name, &access, &token)?;
+    let objects = link_objects(&config, &gateway, &kubeconfig, args.create_namespaces)?;
+    match destination {
+        None => print!("{}", objects::print(&objects, format)?),
+        Some(destination) => {
+            apply::apply_all(&destination, &objects, Progress::Stdout).await?;
+            eprintln!(
+                "context {:?} now links to cluster {:?} (gateway {}:{}); see `kubectl mc --context {} gateways`",
+                destination.name,
+                config.cluster_name,
+                gateway.addresses.join(","),
+                gateway.port,
+                destination.name
+            );
+        }
+    }
+    tracing::info!(cluster = %config.cluster_name, "link done");
+    Ok(())
+}

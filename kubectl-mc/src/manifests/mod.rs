@@ -1,0 +1,105 @@
+//! Every object `install` renders, as typed k8s-openapi values, in the order
+//! they are applied: namespace and CRD first, workloads last.
+
+pub mod identity;
+pub mod meta;
+pub mod rbac;
+pub mod workloads;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::CustomResourceExt;
+use mc_identity::TrustAnchor;
+
+use crate::cli::{GatewayServiceType, InstallArgs};
+use crate::objects::{Object, object};
+use meta::{CONFIG_MAP, cluster_meta, system_meta};
+
+/// What shapes the rendered objects.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// This cluster's name.
+    pub cluster_name: String,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// Gateway Service type.
+    pub gateway_service_type: GatewayServiceType,
+    /// Gateway replicas.
+    pub gateway_replicas: i32,
+    /// Container image.
+    pub image: String,
+}
+
+impl From<&InstallArgs> for InstallOptions {
+    fn from(args: &InstallArgs) -> Self {
+        InstallOptions {
+            cluster_name: args.cluster_name.clone(),
+            trust_domain: args.trust_domain.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            gateway_service_type: args.gateway_service_type,
+            gateway_replicas: args.gateway_replicas,
+            image: args.image.clone(),
+        }
+    }
+}
+
+/// The `mc-system` namespace. The node agent needs host networking and
+/// NET_ADMIN, so the namespace admits privileged pods.
+pub fn namespace() -> Result<Object> {
+    let mut metadata = cluster_meta(mc_api::NAMESPACE, None);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(
+            "pod-security.kubernetes.io/enforce".to_string(),
+            "privileged".to_string(),
+        );
+    }
+    object(&Namespace {
+        metadata,
+        ..Namespace::default()
+    })
+}
+
+/// The `links.mc.dev` CRD.
+pub fn link_crd() -> Result<Object> {
+    let mut crd = mc_api::Link::crd();
+    crd.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(meta::labels(None));
+    object(&crd)
+}
+
+/// ConfigMap `mc-system/mc-config`.
+pub fn config_map(opts: &InstallOptions) -> Result<Object> {
+    object(&ConfigMap {
+        metadata: system_meta(CONFIG_MAP, None),
+        data: Some(
+            [
+                ("clusterName", &opts.cluster_name),
+                ("trustDomain", &opts.trust_domain),
+                ("clusterDomain", &opts.cluster_domain),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        ),
+        ..ConfigMap::default()
+    })
+}
+
+/// Every install object; identity Secrets only when an anchor is given.
+pub fn render(opts: &InstallOptions, anchor: Option<&TrustAnchor>) -> Result<Vec<Object>> {
+    let mut objects = vec![namespace()?, link_crd()?];
+    objects.extend(rbac::components().context("rendering RBAC")?);
+    objects.push(config_map(opts)?);
+    if let Some(anchor) = anchor {
+        objects.extend(identity::secrets(anchor).context("rendering identity Secrets")?);
+    }
+    objects.push(workloads::gateway_service(opts)?);
+    objects.push(workloads::controller(opts)?);
+    objects.push(workloads::gateway(opts)?);
+    objects.push(workloads::node_agent(opts)?);
+    Ok(objects)
+}

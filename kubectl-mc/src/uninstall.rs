@@ -13,7 +13,7 @@ use crate::kube_ctx::{KubeContext, status_code};
 use crate::manifests::meta::{
     self, GATEWAY, NODE_AGENT, PART_OF_SELECTOR, TRUST_ANCHOR_SECRET, identity_secret, system_meta,
 };
-use crate::manifests::{self, InstallOptions, rbac};
+use crate::manifests::{self, rbac};
 use crate::mesh_config;
 use crate::objects::{self, Object, object};
 use crate::unlink;
@@ -21,15 +21,7 @@ use crate::unlink;
 /// Every object install (and `link`, when this cluster is a link target)
 /// may have created, in apply order.
 pub fn installed_objects(cluster_name: &str) -> Result<Vec<Object>> {
-    let opts = InstallOptions {
-        cluster_name: cluster_name.to_string(),
-        trust_domain: mc_api::DEFAULT_TRUST_DOMAIN.to_string(),
-        cluster_domain: mc_api::DEFAULT_CLUSTER_DOMAIN.to_string(),
-        gateway_service_type: GatewayServiceType::LoadBalancer,
-        gateway_replicas: 1,
-        image: default_image(),
-    };
-    let mut objects = manifests::render(&opts, None)?;
+    let mut objects = manifests::render(&manifests::default_options(cluster_name), None)?;
     // Identity Secrets and the remote reader go after the namespace and CRD.
     let mut extra = Vec::new();
     for name in [

@@ -89,6 +89,32 @@ pub fn config_map(opts: &InstallOptions) -> Result<Object> {
     })
 }
 
+/// The cluster name `deploy/mc.yaml` is rendered with.
+pub const PLACEHOLDER_CLUSTER: &str = "CLUSTER";
+
+/// Header of `deploy/mc.yaml`.
+pub const DEPLOY_HEADER: &str = "# Rendered by `kubectl mc install --cluster-name CLUSTER --no-identity-secrets`.\n\
+# Do not edit: regenerate with `MC_UPDATE_DEPLOY=1 cargo test -p kubectl-mc --test deploy`.\n\
+# Replace CLUSTER with the cluster's name and provide the identity Secrets (see deploy/README.md).\n";
+
+/// The default options with the placeholder cluster name.
+pub fn default_options(cluster_name: &str) -> InstallOptions {
+    InstallOptions {
+        cluster_name: cluster_name.to_string(),
+        trust_domain: mc_api::DEFAULT_TRUST_DOMAIN.to_string(),
+        cluster_domain: mc_api::DEFAULT_CLUSTER_DOMAIN.to_string(),
+        gateway_service_type: GatewayServiceType::LoadBalancer,
+        gateway_replicas: 1,
+        image: crate::cli::default_image(),
+    }
+}
+
+/// The content of `deploy/mc.yaml`.
+pub fn deploy_yaml() -> Result<String> {
+    let objects = render(&default_options(PLACEHOLDER_CLUSTER), None)?;
+    Ok(format!("{DEPLOY_HEADER}{}", crate::objects::to_yaml_stream(&objects)))
+}
+
 /// Every install object; identity Secrets only when an anchor is given.
 pub fn render(opts: &InstallOptions, anchor: Option<&TrustAnchor>) -> Result<Vec<Object>> {
     let mut objects = vec![namespace()?, link_crd()?];

@@ -283,6 +283,12 @@ fn main() {
             }
             return;
         }
+        if let Some(mode) =
+            std::env::args().find_map(|a| a.strip_prefix("--tls-bulk=").map(str::to_owned))
+        {
+            tls_throughput(&pki, mode == "buffered", 64 * 1024).await;
+            return;
+        }
         if std::env::args().any(|a| a == "--path-only") {
             whole_path(&pki).await;
             return;

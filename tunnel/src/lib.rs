@@ -40,6 +40,7 @@
 //! # use std::time::Duration;
 //! # use mc_tunnel::*;
 //! # async fn gateway(tls: tokio::io::DuplexStream) -> Result<(), h2::Error> {
+//! let shutdown = std::future::pending(); // or a signal, for a graceful drain
 //! serve_connection(tls, &MuxConfig::default(), |mut stream| async move {
 //!     let Ok(request) = read_request(&mut stream, Duration::from_secs(10)).await else { return };
 //!     // authorize, pick an endpoint for request.target ...
@@ -54,7 +55,7 @@
 //!             let _ = write_status(&mut stream, refused, Duration::from_secs(5)).await;
 //!         }
 //!     }
-//! }).await
+//! }, shutdown).await
 //! # }
 //! ```
 

@@ -114,3 +114,43 @@ async fn many_connections_share_few_tls_connections() {
         "50 proxied connections used {tls} TLS connections"
     );
 }
+
+#[tokio::test]
+async fn draining_gateway_keeps_open_streams_and_new_ones_reconnect() {
+    let pki = pki();
+    let echo = start_echo().await;
+    let gateway = start_gateway(&pki, HashMap::from([(("echo".to_owned(), 7), echo)])).await;
+    let tunnel = tunnel_client(&pki, gateway.addr);
+    let agent = start_agent(tunnel, request("echo", 7)).await;
+
+    let mut open = TcpStream::connect(agent).await.unwrap();
+    let mut buf = [0u8; 5];
+    open.write_all(b"first").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    let before = gateway
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+
+    gateway.drain();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stream opened before the drain still works, both ways.
+    open.write_all(b"later").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"later");
+    open.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+
+    // New proxied connections go over new tunnel connections.
+    for _ in 0..4 {
+        let mut client = TcpStream::connect(agent).await.unwrap();
+        client.write_all(b"again").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"again");
+    }
+    let after = gateway
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after > before, "no new tunnel connection after the drain");
+}

@@ -68,6 +68,14 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// TLS connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    drain: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// Gracefully shuts down every tunnel connection open now.
+    pub fn drain(&self) {
+        self.drain.send_replace(true);
+    }
 }
 
 /// Gateway: routes `(service, port)` to an upstream address.
@@ -78,25 +86,38 @@ pub async fn start_gateway(pki: &Pki, routes: HashMap<(String, u16), SocketAddr>
     let routes = Arc::new(routes);
     let connections = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&connections);
+    let (drain, drained) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let routes = Arc::clone(&routes);
             let counter = Arc::clone(&counter);
+            let mut drained = drained.clone();
+            drained.mark_unchanged();
             tokio::spawn(async move {
                 let Ok(io) = buffered_socket(tcp) else { return };
                 let Ok(tls) = acceptor.accept(io).await else {
                     return;
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
-                let _ = serve_connection(tls, &MuxConfig::default(), |stream| {
-                    gateway_stream(stream, Arc::clone(&routes))
-                })
+                let shutdown = async move {
+                    let _ = drained.changed().await;
+                };
+                let _ = serve_connection(
+                    tls,
+                    &MuxConfig::default(),
+                    |stream| gateway_stream(stream, Arc::clone(&routes)),
+                    shutdown,
+                )
                 .await;
             });
         }
     });
-    Gateway { addr, connections }
+    Gateway {
+        addr,
+        connections,
+        drain,
+    }
 }
 
 async fn gateway_stream(mut stream: MuxStream, routes: Arc<HashMap<(String, u16), SocketAddr>>) {

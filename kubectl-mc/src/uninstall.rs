@@ -7,7 +7,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 
 use crate::apply::{self, Progress};
-use crate::cli::{GatewayServiceType, Global, OutputFormat, UninstallArgs, default_image};
+use crate::cli::{Global, OutputFormat, UninstallArgs};
 use crate::gateways::list_links;
 use crate::kube_ctx::{KubeContext, status_code};
 use crate::manifests::meta::{

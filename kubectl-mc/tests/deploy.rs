@@ -24,15 +24,27 @@ fn deploy_manifest_is_current() {
 #[test]
 fn binary_prints_the_deploy_manifest() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-mc"))
-        .args(["install", "--cluster-name", "CLUSTER", "--no-identity-secrets"])
+        .args([
+            "install",
+            "--cluster-name",
+            "CLUSTER",
+            "--no-identity-secrets",
+        ])
         .output()
         .expect("kubectl-mc runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rendered = kubectl_mc::manifests::deploy_yaml().expect("renders");
     let body = rendered
         .lines()
         .skip_while(|l| l.starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), body.trim_end());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        body.trim_end()
+    );
 }

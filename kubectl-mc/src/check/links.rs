@@ -387,8 +387,10 @@ impl Check for MirrorsInStep {
             for m in status.mirrors.iter().filter(|m| m.state == "Mirrored") {
                 if !selected.contains(&format!("{}/{}", m.namespace, m.service)) {
                     problems.push(format!(
-                        "{}/{} is mirrored but {c} no longer exports it",
-                        m.namespace, m.mirror
+                        "{ns}/{} still mirrors {ns}/{}, which {c} no longer exports",
+                        m.mirror,
+                        m.service,
+                        ns = m.namespace
                     ));
                 }
             }

@@ -112,7 +112,10 @@ pub fn default_options(cluster_name: &str) -> InstallOptions {
 /// The content of `deploy/mc.yaml`.
 pub fn deploy_yaml() -> Result<String> {
     let objects = render(&default_options(PLACEHOLDER_CLUSTER), None)?;
-    Ok(format!("{DEPLOY_HEADER}{}", crate::objects::to_yaml_stream(&objects)))
+    Ok(format!(
+        "{DEPLOY_HEADER}{}",
+        crate::objects::to_yaml_stream(&objects)
+    ))
 }
 
 /// Every install object; identity Secrets only when an anchor is given.

@@ -28,19 +28,35 @@ pub struct Run {
 impl Run {
     /// Panics with the output unless the command succeeded.
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "command failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Panics unless the command failed.
     pub fn failed(self) -> Run {
-        assert_ne!(self.code, 0, "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
-async fn start(dir: &Path, name: &str, cidr: &str, ports: std::ops::RangeInclusive<u16>) -> Emulator {
-    let mut cfg = EmulatorConfig::new("127.0.0.1:0".parse().expect("static address"), dir.join(name));
+async fn start(
+    dir: &Path,
+    name: &str,
+    cidr: &str,
+    ports: std::ops::RangeInclusive<u16>,
+) -> Emulator {
+    let mut cfg = EmulatorConfig::new(
+        "127.0.0.1:0".parse().expect("static address"),
+        dir.join(name),
+    );
     cfg.bookmark_interval = Duration::from_millis(200);
     cfg.service_cidr = cidr.parse().expect("static cidr");
     cfg.node_port_range = ports;
@@ -66,10 +82,18 @@ impl Clusters {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
-            merge(&east.admin_kubeconfig("east"), &west.admin_kubeconfig("west")),
+            merge(
+                &east.admin_kubeconfig("east"),
+                &west.admin_kubeconfig("west"),
+            ),
         )
         .expect("kubeconfig written");
-        Clusters { east, west, dir, kubeconfig }
+        Clusters {
+            east,
+            west,
+            dir,
+            kubeconfig,
+        }
     }
 
     /// Runs `kubectl-mc --kubeconfig <both> args...` in the temp dir.
@@ -93,8 +117,13 @@ impl Clusters {
     /// An admin client for a context.
     pub async fn client(&self, context: &str) -> Client {
         let kc = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &options).await.expect("config");
+        let options = KubeConfigOptions {
+            context: Some(context.to_string()),
+            ..Default::default()
+        };
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .expect("config");
         Client::try_from(cfg).expect("client")
     }
 
@@ -109,17 +138,33 @@ impl Clusters {
         let dir = dir.to_str().expect("utf-8 path");
         self.mc(&["identity", "init", "--out", dir]).await.ok();
         for ctx in ["east", "west"] {
-            self.mc(&["--context", ctx, "install", "--cluster-name", ctx, "--identity-dir", dir, "--apply"])
-                .await
-                .ok();
+            self.mc(&[
+                "--context",
+                ctx,
+                "install",
+                "--cluster-name",
+                ctx,
+                "--identity-dir",
+                dir,
+                "--apply",
+            ])
+            .await
+            .ok();
         }
     }
 
     /// Links west to east, with a fixed gateway address.
     pub async fn link_west_to_east(&self, address: &str) {
         self.mc(&[
-            "--context", "east", "link", "--cluster-name", "east", "--gateway-address", address,
-            "--apply-to", "west",
+            "--context",
+            "east",
+            "link",
+            "--cluster-name",
+            "east",
+            "--gateway-address",
+            address,
+            "--apply-to",
+            "west",
         ])
         .await
         .ok();

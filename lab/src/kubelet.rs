@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use futures::StreamExt;
@@ -18,7 +19,7 @@ use crate::plan::NodePlan;
 use crate::pod_worker::{self, Shared};
 
 struct Worker {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<Duration>>,
 }
 
 /// Runs the kubelet until the watch fails for good.
@@ -55,7 +56,7 @@ pub async fn run(shared: Arc<Shared>, nodes: Vec<NodePlan>) -> Result<()> {
                         if let Some(seen) = listed.take() {
                             for (uid, worker) in &workers {
                                 if !seen.contains(uid) {
-                                    let _ = worker.stop.send(true);
+                                    let _ = worker.stop.send(Some(pod_worker::MIN_GRACE));
                                 }
                             }
                         }
@@ -63,7 +64,7 @@ pub async fn run(shared: Arc<Shared>, nodes: Vec<NodePlan>) -> Result<()> {
                     Event::Apply(pod) => apply(&shared, &nodes, &mut workers, &done_tx, pod),
                     Event::Delete(pod) => {
                         if let Some(worker) = pod.metadata.uid.as_ref().and_then(|uid| workers.get(uid)) {
-                            let _ = worker.stop.send(true);
+                            let _ = worker.stop.send(Some(pod_worker::grace(&pod)));
                         }
                     }
                 }
@@ -92,7 +93,16 @@ fn apply(
     let deleting = pod.metadata.deletion_timestamp.is_some();
     if let Some(worker) = workers.get(&uid) {
         if deleting {
-            let _ = worker.stop.send(true);
+            // The deletion's grace period; a shorter one (a second delete)
+            // applies to a stop not yet under way.
+            let grace = pod_worker::grace(&pod);
+            worker.stop.send_if_modified(|current| match current {
+                Some(old) if *old <= grace => false,
+                _ => {
+                    *current = Some(grace);
+                    true
+                }
+            });
         }
         return;
     }
@@ -105,7 +115,7 @@ fn apply(
         // Finished before this kubelet started; nothing to run.
         return;
     }
-    let (stop_tx, stop_rx) = watch::channel(deleting);
+    let (stop_tx, stop_rx) = watch::channel(deleting.then(|| pod_worker::grace(&pod)));
     let shared = shared.clone();
     let done = done.clone();
     let key = uid.clone();

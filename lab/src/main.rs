@@ -27,6 +27,8 @@ mod serve;
 mod service_account;
 mod state;
 mod topology;
+mod volumes;
+mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -142,6 +144,9 @@ enum Command {
         /// Directory to mount at /var/run/secrets/kubernetes.io/serviceaccount.
         #[arg(long)]
         service_account: Option<PathBuf>,
+        /// A volume to bind-mount (JSON: source, target, readOnly).
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
         /// The command.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -312,12 +317,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             netns,
             resolv_conf,
             service_account,
+            mounts,
             command,
         } => {
             let init = podinit::PodInit {
                 netns,
                 resolv_conf,
                 service_account,
+                mounts: mounts
+                    .iter()
+                    .map(|m| volumes::Mount::from_arg(m))
+                    .collect::<Result<_>>()?,
             };
             match init.exec(&command)? {}
         }

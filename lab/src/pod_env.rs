@@ -155,3 +155,31 @@ fn field_value(facts: &PodFacts<'_>, path: &str) -> Result<String> {
         }
     })
 }
+
+/// Where `program` (a bare name) is found on `path` (a `PATH` value): the
+/// first regular, executable file of that name.
+pub fn find_program(program: &str, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_on_the_path_only_when_executable() {
+        assert!(find_program("sh", "/nonexistent:/bin:/usr/bin").is_some());
+        assert!(find_program("no-such-program-mc", "/bin:/usr/bin").is_none());
+        assert!(
+            find_program("passwd", "/etc").is_none(),
+            "/etc/passwd is not executable"
+        );
+    }
+}

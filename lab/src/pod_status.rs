@@ -10,11 +10,14 @@ use serde_json::{Value, json};
 pub enum ContainerState {
     /// Running since `started_at`, with process id `pid`.
     Running { started_at: String, pid: u32 },
-    /// Exited with `exit_code` (signal deaths map to 128 + signal).
+    /// Exited with `exit_code` (signal deaths map to 128 + signal);
+    /// `reason` defaults to Completed or Error.
     Terminated {
         exit_code: i32,
         started_at: String,
         finished_at: String,
+        reason: Option<String>,
+        message: Option<String>,
     },
     /// Waiting to be (re)started, with the reason.
     Waiting { reason: String, message: String },
@@ -63,14 +66,24 @@ impl Report {
                 exit_code,
                 started_at,
                 finished_at,
-            } => (
-                json!({"terminated": {
+                reason,
+                message,
+            } => {
+                let default = if *exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                let mut terminated = json!({
                     "exitCode": exit_code,
-                    "reason": if *exit_code == 0 { "Completed" } else { "Error" },
+                    "reason": reason.as_deref().unwrap_or(default),
                     "startedAt": started_at, "finishedAt": finished_at,
-                }}),
-                None,
-            ),
+                });
+                if let Some(message) = message {
+                    terminated["message"] = json!(message);
+                }
+                (json!({ "terminated": terminated }), None)
+            }
             ContainerState::Waiting { reason, message } => (
                 json!({"waiting": {"reason": reason, "message": message}}),
                 None,

@@ -25,6 +25,7 @@ use crate::podinit::PodInit;
 use crate::podnet::{self, Ipam};
 use crate::probe;
 use crate::state::LabDir;
+use crate::volumes::FileVolumes;
 
 /// What every pod worker of a cluster shares.
 pub struct Shared {
@@ -44,8 +45,6 @@ pub struct Shared {
 
 /// Longest wait between restarts of a crashing container.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Longest grace period the lab honours when killing a pod.
-const MAX_GRACE: Duration = Duration::from_secs(10);
 
 /// The sandbox of a running pod.
 struct Sandbox {
@@ -55,14 +54,19 @@ struct Sandbox {
     host_network: bool,
 }
 
-/// Runs pod `pod` on `node` until `stop` turns true, then cleans up.
-pub async fn run(shared: Arc<Shared>, pod: Pod, node: NodePlan, mut stop: watch::Receiver<bool>) {
+/// Tells a pod worker to stop the pod, with the grace period its
+/// processes get between SIGTERM and SIGKILL.
+pub type Stop = watch::Receiver<Option<Duration>>;
+
+/// Runs pod `pod` on `node` until `stop` carries a grace period, then
+/// stops the container within it and cleans up.
+pub async fn run(shared: Arc<Shared>, pod: Pod, node: NodePlan, mut stop: Stop) {
     let key = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     );
-    if *stop.borrow() {
+    if stop.borrow().is_some() {
         // Deleted before it ever ran here: clear leftovers, drop the object.
         let (node_c, uid) = (node.clone(), pod.metadata.uid.clone().unwrap_or_default());
         let _ = tokio::task::spawn_blocking(move || podnet::destroy(&node_c, &uid)).await;
@@ -84,16 +88,30 @@ pub async fn run(shared: Arc<Shared>, pod: Pod, node: NodePlan, mut stop: watch:
             None
         }
     };
-    if let Some(sandbox) = &sandbox
-        && let Err(error) = supervise(&shared, &pod, &node, sandbox, &mut stop).await
-    {
-        tracing::error!(pod = %key, error = format!("{error:#}"), "pod failed");
+    let mut refresher = None;
+    if let Some(sandbox) = &sandbox {
+        let mut files = FileVolumes::new(&pod, &sandbox.pod_dir);
+        if wait_for_volumes(&shared, &pod, &node, &mut files, &mut stop).await {
+            if !files.is_empty() {
+                refresher = Some(tokio::spawn(keep_volumes(
+                    shared.client.clone(),
+                    key.clone(),
+                    files,
+                )));
+            }
+            if let Err(error) = supervise(&shared, &pod, &node, sandbox, &mut stop).await {
+                tracing::error!(pod = %key, error = format!("{error:#}"), "pod failed");
+            }
+        }
     }
     // Wait for deletion when the pod ended by itself.
-    while !*stop.borrow() {
+    while stop.borrow().is_none() {
         if stop.changed().await.is_err() {
             break;
         }
+    }
+    if let Some(refresher) = refresher {
+        refresher.abort();
     }
     if let Some(sandbox) = sandbox {
         destroy_sandbox(&shared, &pod, &node, sandbox).await;
@@ -167,16 +185,70 @@ async fn create_sandbox(shared: &Shared, pod: &Pod, node: &NodePlan) -> Result<S
                 None
             }
         };
+    let mounts = crate::volumes::mounts(pod, &pod_dir)?;
+    crate::volumes::create_dirs(pod, &pod_dir)?;
     Ok(Sandbox {
         init: PodInit {
             netns,
             resolv_conf: resolv,
             service_account,
+            mounts,
         },
         pod_ip,
         pod_dir,
         host_network,
     })
+}
+
+/// How often the kubelet re-reads the Secrets and ConfigMaps of running
+/// pods' volumes.
+const VOLUME_SYNC: Duration = Duration::from_secs(2);
+
+/// Writes the pod's Secret and ConfigMap volumes, retrying while a
+/// non-optional object is missing (the pod waits in ContainerCreating).
+/// Returns false when the pod was stopped meanwhile.
+async fn wait_for_volumes(
+    shared: &Shared,
+    pod: &Pod,
+    node: &NodePlan,
+    files: &mut FileVolumes,
+    stop: &mut Stop,
+) -> bool {
+    let mut reported = String::new();
+    loop {
+        match files.sync(&shared.client).await {
+            Ok(()) => return true,
+            Err(error) => {
+                let message = format!("{error:#}");
+                if message != reported {
+                    tracing::warn!(pod = ?pod.metadata.name, error = %message, "cannot mount volumes yet");
+                    report_failure(shared, pod, node, "ContainerCreating", &message).await;
+                    reported = message;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(VOLUME_SYNC) => {}
+            _ = wait_true(stop) => return false,
+        }
+    }
+}
+
+/// Keeps a running pod's Secret and ConfigMap volumes in step with their
+/// objects, until aborted.
+async fn keep_volumes(client: kube::Client, pod: String, mut files: FileVolumes) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(VOLUME_SYNC).await;
+        match files.sync(&client).await {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%pod, error = format!("{error:#}"), "cannot refresh volumes; keeping the last files");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn destroy_sandbox(shared: &Shared, pod: &Pod, node: &NodePlan, sandbox: Sandbox) {
@@ -226,7 +298,7 @@ async fn supervise(
     pod: &Pod,
     node: &NodePlan,
     sandbox: &Sandbox,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Stop,
 ) -> Result<()> {
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let container = spec.containers.first().context("pod has no containers")?;
@@ -284,9 +356,6 @@ async fn supervise(
             facts.pod.metadata.namespace.as_deref().unwrap_or(""),
             facts.pod.metadata.name.as_deref().unwrap_or(""),
         );
-        let mut child = spawn(shared, sandbox, &command, &env, &log)?;
-        let pid = child.id().context("the container exited at once")?;
-        crate::pidfile::write(&sandbox.pod_dir, pid)?;
         let report =
             |phase: &'static str, ready: bool, state: ContainerState, restarts: u32| Report {
                 phase,
@@ -299,6 +368,42 @@ async fn supervise(
                 restarts,
                 state,
             };
+        let (mut child, pid) = match start(shared, sandbox, &command, &env, &log) {
+            Ok(started) => started,
+            Err(error) => {
+                // As a container runtime reports it: StartError, exit code
+                // 128, then restarts by policy with back-off.
+                let message = format!("{error:#}");
+                tracing::warn!(pod = ?pod.metadata.name, error = %message, "the container cannot start");
+                append_log(&log, &format!("mc-lab kubelet: {message}\n"));
+                let terminated = ContainerState::Terminated {
+                    exit_code: 128,
+                    started_at: started_at.clone(),
+                    finished_at: now(),
+                    reason: Some("StartError".into()),
+                    message: Some(message.clone()),
+                };
+                if policy == "Never" {
+                    patch_status(shared, pod, &report("Failed", false, terminated, restarts)).await;
+                    return Ok(());
+                }
+                restarts += 1;
+                let waiting = ContainerState::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!(
+                        "back-off {}s restarting failed container: {message}",
+                        backoff.as_secs()
+                    ),
+                };
+                patch_status(shared, pod, &report("Running", false, waiting, restarts)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = wait_true(stop) => return Ok(()),
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
         let probe = container.readiness_probe.clone();
         let mut ready = probe.is_none();
         patch_status(
@@ -341,7 +446,8 @@ async fn supervise(
         .await;
         let status = match ended {
             Ended::Stopped => {
-                kill_group(pid, &mut child, grace(pod)).await;
+                let grace = (*stop.borrow()).unwrap_or_else(|| grace(pod));
+                kill_group(pid, &mut child, grace).await;
                 return Ok(());
             }
             Ended::Exited(status) => status,
@@ -360,6 +466,8 @@ async fn supervise(
             exit_code,
             started_at: started_at.clone(),
             finished_at: now(),
+            reason: None,
+            message: None,
         };
         if !restart {
             let phase = if status.success() {
@@ -397,7 +505,7 @@ async fn watch_container(
     node: &NodePlan,
     sandbox: &Sandbox,
     child: &mut tokio::process::Child,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Stop,
     probe: Option<&k8s_openapi::api::core::v1::Probe>,
     ready: &mut bool,
     report: impl Fn(bool) -> Report,
@@ -450,15 +558,54 @@ async fn watch_container(
     }
 }
 
-/// Resolves when `stop` is (or becomes) true; never when its sender is gone.
-async fn wait_true(stop: &mut watch::Receiver<bool>) {
+/// Resolves when `stop` carries (or comes to carry) a grace period; never
+/// when its sender is gone.
+async fn wait_true(stop: &mut Stop) {
     loop {
-        if *stop.borrow_and_update() {
+        if stop.borrow_and_update().is_some() {
             return;
         }
         if stop.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Starts the container's command (through `pod-init`) and records its
+/// PID; fails when the program cannot be found on the container's PATH.
+fn start(
+    shared: &Shared,
+    sandbox: &Sandbox,
+    command: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    log: &std::path::Path,
+) -> Result<(tokio::process::Child, u32)> {
+    let program = command.first().context("the command is empty")?;
+    if !program.contains('/') {
+        let path = env.get("PATH").map(String::as_str).unwrap_or_default();
+        if crate::pod_env::find_program(program, path).is_none() {
+            bail!("exec: {program:?}: executable file not found in $PATH");
+        }
+    }
+    let child = spawn(shared, sandbox, command, env, log)?;
+    let pid = child.id().context("the container exited at once")?;
+    crate::pidfile::write(&sandbox.pod_dir, pid)?;
+    Ok((child, pid))
+}
+
+/// Appends a line of the kubelet's own to the pod's log.
+fn append_log(log: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Some(parent) = log.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let written = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(error) = written {
+        tracing::warn!(log = %log.display(), %error, "cannot write the pod log");
     }
 }
 
@@ -492,8 +639,13 @@ fn spawn(
         .with_context(|| format!("cannot start {}", command.join(" ")))
 }
 
-/// The pod's grace period, capped for the lab.
-fn grace(pod: &Pod) -> Duration {
+/// The shortest time a kubelet gives a container between SIGTERM and
+/// SIGKILL, even when the pod is force-deleted.
+pub const MIN_GRACE: Duration = Duration::from_secs(2);
+
+/// The pod's grace period: the deletion's, else the spec's (default 30
+/// seconds), never below [`MIN_GRACE`].
+pub fn grace(pod: &Pod) -> Duration {
     let seconds = pod
         .metadata
         .deletion_grace_period_seconds
@@ -503,7 +655,7 @@ fn grace(pod: &Pod) -> Duration {
                 .and_then(|s| s.termination_grace_period_seconds)
         })
         .unwrap_or(30);
-    Duration::from_secs(seconds.max(0) as u64).min(MAX_GRACE)
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).max(MIN_GRACE)
 }
 
 /// TERM to the process group, KILL after `grace`.

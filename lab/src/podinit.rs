@@ -1,7 +1,7 @@
 //! `mc-lab pod-init` (hidden): the last step before a pod's command runs.
 //! It enters the pod's network namespace in a private mount namespace,
-//! mounts the pod's resolv.conf and ServiceAccount files where programs
-//! look for them, and then executes the command in place. `mc-lab exec`
+//! mounts the pod's resolv.conf, ServiceAccount files and volumes where
+//! programs look for them, and then executes the command in place. `mc-lab exec`
 //! uses the same path, so an exec sees what the pod sees.
 
 use std::os::unix::process::CommandExt;
@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
+
+use crate::volumes::Mount;
 
 /// Where Kubernetes mounts a pod's ServiceAccount token, CA and namespace.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -23,6 +25,8 @@ pub struct PodInit {
     pub resolv_conf: Option<PathBuf>,
     /// Directory to mount at [`SERVICE_ACCOUNT_DIR`].
     pub service_account: Option<PathBuf>,
+    /// The container's volumes.
+    pub mounts: Vec<Mount>,
 }
 
 impl PodInit {
@@ -39,6 +43,9 @@ impl PodInit {
         }
         if let Some(sa) = &self.service_account {
             args.extend(["--service-account".to_string(), sa.display().to_string()]);
+        }
+        for mount in &self.mounts {
+            args.extend(["--mount".to_string(), mount.to_arg()]);
         }
         args.push("--".to_string());
         args.extend(command.iter().cloned());
@@ -84,6 +91,21 @@ impl PodInit {
             std::fs::create_dir_all(target)
                 .with_context(|| format!("cannot create {}", target.display()))?;
             bind(sa, target)?;
+        }
+        for m in &self.mounts {
+            std::fs::create_dir_all(&m.target)
+                .with_context(|| format!("cannot create mount point {}", m.target.display()))?;
+            bind(&m.source, &m.target)?;
+            if m.read_only {
+                mount(
+                    None::<&str>,
+                    &m.target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .with_context(|| format!("cannot make {} read-only", m.target.display()))?;
+            }
         }
         let error = std::process::Command::new(program).args(args).exec();
         Err(error).with_context(|| format!("cannot execute {program}"))

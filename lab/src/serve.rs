@@ -1,7 +1,8 @@
 //! `mc-lab serve` (hidden): the daemon of one cluster. It runs inside the
 //! lab's WAN netns and hosts, in one process, the cluster's API emulator,
 //! the kubelet of all its nodes, the cluster DNS server, the EndpointSlice
-//! controller, kube-proxy and the LoadBalancer controller.
+//! controller, kube-proxy, the LoadBalancer controller and the workload
+//! controllers (Deployments, ReplicaSets, DaemonSets, scheduler).
 
 use std::sync::{Arc, Mutex};
 
@@ -83,6 +84,8 @@ fn spawn_parts(
     parts.spawn(async move { ("kube-proxy", crate::kube_proxy::run(c, k, nodes).await) });
     let (c, k) = (client.clone(), cluster.clone());
     parts.spawn(async move { ("dns", crate::dns::run(c, k).await) });
+    let c = client.clone();
+    parts.spawn(async move { ("workloads", crate::workloads::run(c).await) });
     parts.spawn(async move {
         (
             "loadbalancer",

@@ -53,6 +53,10 @@ pub struct Transfer {
     pub a_to_b: u64,
     /// Bytes read from the second stream and written to the first.
     pub b_to_a: u64,
+    /// [`forward_to_tunnel`] only: how long after the call the gateway's OK
+    /// arrived (request written, upstream connected). Add the time spent
+    /// before the call to get the connect latency of the proxied connection.
+    pub status_after: Option<Duration>,
 }
 
 /// A direction of a splice.
@@ -132,13 +136,14 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let started = Instant::now();
     write_request(tunnel, request, status_timeout)
         .await
         .map_err(|e| SpliceError {
             kind: SpliceErrorKind::Handshake(e),
             transfer: Transfer::default(),
         })?;
-    run(client, tunnel, Some(status_timeout), config).await
+    run(client, tunnel, Some((status_timeout, started)), config).await
 }
 
 /// Time of the last byte moved, as milliseconds since `start`.
@@ -172,13 +177,15 @@ impl Activity {
 async fn run<A, B>(
     a: &mut A,
     b: &mut B,
-    status_timeout: Option<Duration>,
+    expect_status: Option<(Duration, Instant)>,
     config: &SpliceConfig,
 ) -> Result<Transfer, SpliceError>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    // Nanoseconds until the OK status, plus one; 0 while none arrived.
+    let status_after = AtomicU64::new(0);
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
     let a_to_b = AtomicU64::new(0);
@@ -202,9 +209,13 @@ where
         })
     };
     let backward = async {
-        if let Some(timeout) = status_timeout {
+        if let Some((timeout, started)) = expect_status {
             match read_status(&mut b_read, timeout).await {
-                Ok(Status::Ok) => activity.touch(),
+                Ok(Status::Ok) => {
+                    activity.touch();
+                    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+                    status_after.store(nanos + 1, Ordering::Relaxed);
+                }
                 Ok(Status::Refused(reason)) => return Err(SpliceErrorKind::Refused(reason)),
                 Err(e) => return Err(SpliceErrorKind::Handshake(e)),
             }
@@ -231,6 +242,10 @@ where
     let transfer = Transfer {
         a_to_b: a_to_b.load(Ordering::Relaxed),
         b_to_a: b_to_a.load(Ordering::Relaxed),
+        status_after: match status_after.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos - 1)),
+        },
     };
     match outcome {
         Ok(()) => Ok(transfer),
@@ -294,7 +309,8 @@ mod tests {
             transfer,
             Transfer {
                 a_to_b: 4,
-                b_to_a: 5
+                b_to_a: 5,
+                status_after: None
             }
         );
     }
@@ -434,12 +450,11 @@ mod tests {
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"hello");
         let transfer = task.await.unwrap().unwrap();
-        assert_eq!(
-            transfer,
-            Transfer {
-                a_to_b: 0,
-                b_to_a: 5
-            }
+        assert_eq!((transfer.a_to_b, transfer.b_to_a), (0, 5));
+        assert!(
+            transfer
+                .status_after
+                .is_some_and(|d| d < Duration::from_secs(5))
         );
     }
 }

@@ -154,3 +154,23 @@ async fn draining_gateway_keeps_open_streams_and_new_ones_reconnect() {
         .load(std::sync::atomic::Ordering::SeqCst);
     assert!(after > before, "no new tunnel connection after the drain");
 }
+
+#[tokio::test]
+async fn unreachable_gateway_fails_fast_and_backs_off() {
+    let pki = pki();
+    let nowhere = closed_port().await;
+    let tunnel = tunnel_client(&pki, nowhere);
+    let agent = start_agent(tunnel.clone(), request("echo", 7)).await;
+    for _ in 0..3 {
+        let client = TcpStream::connect(agent).await.unwrap();
+        let took = tokio::time::timeout(Duration::from_secs(2), time_to_close(client))
+            .await
+            .expect("a client must not hang when the gateway is down");
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    let err = tunnel.open().await.unwrap_err();
+    assert!(
+        matches!(err, mc_tunnel::ConnectError::Backoff { .. }),
+        "expected backoff, got {err}"
+    );
+}

@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::stream::{MuxStream, h2_to_io};
@@ -25,7 +27,19 @@ struct Shared {
     config: MuxConfig,
     slots: Vec<tokio::sync::Mutex<Option<SendRequest<Bytes>>>>,
     next: AtomicUsize,
+    backoff: std::sync::Mutex<Backoff>,
 }
+
+/// After a failed connect, further connects wait: opens in the meantime fail
+/// at once instead of queueing behind a dead gateway.
+#[derive(Debug, Default)]
+struct Backoff {
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Tunnel connections to one gateway address. Cheap to share (`Clone`).
 #[derive(Clone)]
@@ -64,6 +78,7 @@ impl TunnelClient {
                 config,
                 slots,
                 next: AtomicUsize::new(0),
+                backoff: std::sync::Mutex::new(Backoff::default()),
             }),
         };
         let warm = client.clone();
@@ -122,9 +137,36 @@ impl TunnelClient {
         if let Some(sender) = guard.as_ref() {
             return Ok(sender.clone());
         }
-        let sender = self.connect().await?;
-        *guard = Some(sender.clone());
-        Ok(sender)
+        if let Some(retry_at) = self.lock_backoff().retry_at {
+            let now = Instant::now();
+            if now < retry_at {
+                return Err(ConnectError::Backoff {
+                    addr: self.shared.addr,
+                    retry_in: retry_at - now,
+                });
+            }
+        }
+        match self.connect().await {
+            Ok(sender) => {
+                *self.lock_backoff() = Backoff::default();
+                *guard = Some(sender.clone());
+                Ok(sender)
+            }
+            Err(error) => {
+                let mut backoff = self.lock_backoff();
+                backoff.delay = (backoff.delay * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                backoff.retry_at = Some(Instant::now() + backoff.delay);
+                Err(error)
+            }
+        }
+    }
+
+    fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        // The backoff state is valid whatever a panicking holder did.
+        self.shared
+            .backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn forget(&self, slot: usize) {

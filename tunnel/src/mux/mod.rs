@@ -123,6 +123,15 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// A recent connect to this gateway failed; the next attempt waits
+    /// until the backoff (200 ms doubling to 5 s) has passed.
+    #[error("gateway {addr} unreachable, next attempt in {retry_in:?}")]
+    Backoff {
+        /// Gateway address.
+        addr: SocketAddr,
+        /// Time until the next attempt.
+        retry_in: Duration,
+    },
     /// A request could not be built (a bug, not a network condition).
     #[error("building the tunnel request failed: {0}")]
     Protocol(String),

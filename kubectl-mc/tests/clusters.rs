@@ -938,3 +938,103 @@ async fn uninstall_refuses_while_links_exist_and_forces_through() {
             .is_none()
     );
 }
+
+/// A TLS listener presenting a leaf for `service_account` issued by `anchor`.
+async fn fake_gateway(anchor: &mc_identity::TrustAnchor, service_account: &str) -> u16 {
+    let leaf = anchor
+        .issue(
+            "mc-system",
+            service_account,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let identity =
+        mc_identity::Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, anchor.cert_pem()).unwrap();
+    let source = std::sync::Arc::new(mc_identity::SharedIdentity::new(identity));
+    let acceptor = tokio_rustls::TlsAcceptor::from(mc_identity::server_config(source).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(stream).await;
+            });
+        }
+    });
+    port
+}
+
+async fn link_to(c: &Clusters, port: u16) {
+    let port = port.to_string();
+    c.mc(&[
+        "--context",
+        "east",
+        "link",
+        "--cluster-name",
+        "east",
+        "--gateway-address",
+        "127.0.0.1",
+        "--gateway-port",
+        &port,
+        "--apply-to",
+        "west",
+    ])
+    .await
+    .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_verifies_the_identity_a_reachable_gateway_presents() {
+    let c = Clusters::start().await;
+    c.install_both().await;
+    let anchor = mc_identity::TrustAnchor::read("mc.local", &c.identity_dir()).unwrap();
+    let identity_check = "Link east: gateway presents the expected identity";
+    let anchors_check = "Link east: trust anchors shared";
+
+    link_to(&c, fake_gateway(&anchor, "mc-gateway").await).await;
+    let out = c.mc(&["--context", "west", "check", "-o", "json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        check_result(&report, identity_check)["result"],
+        "pass",
+        "{report:#}"
+    );
+    assert_eq!(
+        check_result(&report, anchors_check)["result"],
+        "pass",
+        "{report:#}"
+    );
+
+    link_to(&c, fake_gateway(&anchor, "impostor").await).await;
+    let out = c.mc(&["--context", "west", "check", "-o", "json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let result = check_result(&report, identity_check);
+    assert_eq!(result["result"], "fail");
+    assert!(
+        result["hint"]
+            .as_str()
+            .unwrap()
+            .contains("presents spiffe://mc.local/ns/mc-system/sa/impostor"),
+        "{result}"
+    );
+
+    let stranger = mc_identity::TrustAnchor::generate("mc.local").unwrap();
+    link_to(&c, fake_gateway(&stranger, "mc-gateway").await).await;
+    let out = c.mc(&["--context", "west", "check", "-o", "json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        check_result(&report, identity_check)["result"],
+        "fail",
+        "{report:#}"
+    );
+    let anchors = check_result(&report, anchors_check);
+    assert_eq!(anchors["result"], "fail", "{report:#}");
+    assert!(
+        anchors["hint"]
+            .as_str()
+            .unwrap()
+            .contains("same --identity-dir"),
+        "{anchors}"
+    );
+}

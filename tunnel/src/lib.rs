@@ -12,7 +12,7 @@
 //! * [`wire`]: the codec (`Request::encode`/`decode`, `Status`).
 //! * [`handshake`]: async `read_request`/`write_request`/`read_status`/
 //!   `write_status` with timeouts.
-//! * [`splice`]: the bidirectional copy (half-close, backpressure, idle
+//! * [`mod@splice`]: the bidirectional copy (half-close, backpressure, idle
 //!   timeout) and [`forward_to_tunnel`], the agent's whole stream in one call.
 //! * [`mux`]: [`TunnelClient`] (agent) and [`serve_connection`] (gateway).
 //! * [`socket`]: socket setup under TLS (`TCP_NODELAY`, read buffer).

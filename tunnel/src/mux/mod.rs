@@ -7,7 +7,7 @@
 //! * Agent: [`TunnelClient::open`] then [`crate::forward_to_tunnel`].
 //! * Gateway: [`serve_connection`] per accepted TLS connection, then per
 //!   stream [`crate::read_request`], [`crate::write_status`] and
-//!   [`crate::splice`].
+//!   [`crate::splice()`].
 
 mod client;
 mod server;

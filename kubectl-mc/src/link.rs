@@ -107,6 +107,26 @@ pub fn gateway_endpoint(
     })
 }
 
+/// Whether an API server URL points at this machine only.
+pub fn is_loopback_url(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
 /// A kubeconfig (YAML) that reaches `access` with `token`.
 pub fn reader_kubeconfig(cluster: &str, access: &ClusterAccess, token: &str) -> Result<String> {
     let mut cluster_entry = serde_json::Map::new();
@@ -287,8 +307,14 @@ pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
     apply::apply_all(&target, &rbac::link_reader()?, Progress::Stderr).await?;
     let token = mint_token(&target, seconds).await?;
     let mut access = target.cluster_access()?;
-    if let Some(server) = &args.api_server_address {
-        access.server = server.clone();
+    match &args.api_server_address {
+        Some(server) => access.server = server.clone(),
+        None if is_loopback_url(&access.server) => eprintln!(
+            "warning: context {:?} reaches its API at {}, a loopback address the other cluster's controller \
+             cannot use unless it runs on this machine; pass --api-server-address with an address it can reach",
+            target.name, access.server
+        ),
+        None => {}
     }
     let kubeconfig = reader_kubeconfig(&config.cluster_name, &access, &token)?;
     let objects = link_objects(&config, &gateway, &kubeconfig, args.create_namespaces)?;
@@ -308,4 +334,18 @@ pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
     }
     tracing::info!(cluster = %config.cluster_name, "link done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_api_urls_are_recognised() {
+        assert!(is_loopback_url("https://127.0.0.1:6443"));
+        assert!(is_loopback_url("https://localhost:6443/"));
+        assert!(is_loopback_url("https://[::1]:6443"));
+        assert!(!is_loopback_url("https://10.0.0.1:6443"));
+        assert!(!is_loopback_url("https://east.example.com"));
+    }
 }

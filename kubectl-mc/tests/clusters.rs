@@ -325,6 +325,33 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
         list["items"][1]["spec"]["gatewayAddresses"][0],
         "192.0.2.10"
     );
+    assert!(json.stderr.contains("loopback address"), "{}", json.stderr);
+    let overridden = c
+        .mc(&[
+            "--context",
+            "east",
+            "link",
+            "--cluster-name",
+            "east",
+            "--gateway-address",
+            "192.0.2.10",
+            "--api-server-address",
+            "https://east.example:6443",
+        ])
+        .await
+        .ok();
+    let docs = yaml_docs(&overridden.stdout);
+    let encoded = docs[0]["data"]["kubeconfig"].as_str().unwrap();
+    let text = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap(),
+    )
+    .unwrap();
+    assert!(text.contains("server: https://east.example:6443"), "{text}");
+    assert!(
+        !overridden.stderr.contains("loopback"),
+        "{}",
+        overridden.stderr
+    );
 
     c.link_west_to_east("192.0.2.10").await;
     let west = c.client("west").await;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod mesh;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Path of the built `mc-lab` binary.
@@ -199,6 +201,17 @@ impl Lab {
         serde_json::from_str(&text).context("parsing state.json")
     }
 
+    /// The output of pod `ns/pod` of `cluster` so far (its log file; empty
+    /// when the pod has not written anything yet).
+    pub fn pod_log(&self, cluster: &str, namespace: &str, pod: &str) -> String {
+        let path = PathBuf::from("/run/mc-lab")
+            .join(&self.name)
+            .join("logs")
+            .join(cluster)
+            .join(format!("{namespace}_{pod}.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// Runs `mc-lab down` now (Drop then does nothing).
     pub fn down(&mut self) -> Result<()> {
         self.down = true;
@@ -214,7 +227,13 @@ impl Lab {
 }
 
 impl Drop for Lab {
+    /// Removes the lab, unless `MC_E2E_KEEP_LAB` is set (for debugging a
+    /// failed test: `mc-lab --lab <name> status`, then `down`).
     fn drop(&mut self) {
+        if std::env::var_os("MC_E2E_KEEP_LAB").is_some() {
+            eprintln!("keeping lab {} (MC_E2E_KEEP_LAB is set)", self.name);
+            return;
+        }
         if !self.down {
             let _ = self.mc_lab(&["down"]);
         }

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod remote;
 pub mod status;
 pub mod sync;
+pub mod task;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub use config::Config;
 use crate::context::Context;
 use crate::leader::{Elector, LeaderConfig};
 use crate::metrics::Metrics;
+use crate::task::Task;
 
 /// Name under which the controller reports Events.
 pub const CONTROLLER_NAME: &str = "mc-controller";
@@ -50,7 +52,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
                 .await
                 .with_context(|| format!("binding the admin server to {addr}"))?;
             let state = AdminState::new(registry, readiness.clone());
-            Some(AbortOnDrop(tokio::spawn(async move {
+            Some(Task(tokio::spawn(async move {
                 if let Err(error) = mc_admin::serve_on(listener, state).await {
                     tracing::error!(error = format!("{error:#}"), "admin server stopped");
                 }
@@ -84,12 +86,15 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
     );
     let (leading_tx, mut leading) = watch::channel(false);
     let stop_election = CancellationToken::new();
-    let election = tokio::spawn(elector.run(leading_tx, stop_election.clone(), move || {
-        readiness.set(true)
-    }));
+    // Aborted if this future is dropped, so a dropped controller stops renewing.
+    let mut election = Task(tokio::spawn(elector.run(
+        leading_tx,
+        stop_election.clone(),
+        move || readiness.set(true),
+    )));
     tracing::info!(identity = %config.identity, cluster = %config.cluster_name, "controller started");
 
-    let mut supervisor: Option<AbortOnDrop> = None;
+    let mut supervisor: Option<Task<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -99,24 +104,17 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
                 }
                 let leads = *leading.borrow_and_update();
                 metrics.leader(leads);
-                supervisor = leads.then(|| AbortOnDrop(tokio::spawn(links::supervise(ctx.clone()))));
+                supervisor = leads.then(|| Task(tokio::spawn(links::supervise(ctx.clone()))));
             }
         }
     }
     // Stop mirroring before another instance can lead.
     drop(supervisor);
     stop_election.cancel();
-    election.await.context("leader election task failed")?;
+    (&mut election.0)
+        .await
+        .context("leader election task failed")?;
     metrics.leader(false);
     tracing::info!("controller stopped");
     Ok(())
-}
-
-/// A spawned task that is aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -16,7 +16,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use mc_api::Link;
 use mc_api::labels::{EXPORTED, EXPORTED_VALUE};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cache::{Cache, Change};
@@ -26,24 +25,10 @@ use crate::probe::{self, ProbeTarget};
 use crate::remote;
 use crate::status::{self, CREDENTIALS_VALID, StatusHub, Truth};
 use crate::sync::{self, LoopSpec};
+use crate::task::Task;
 
 /// How often failed finalizer work is retried.
 const TICK: Duration = Duration::from_secs(2);
-
-/// A task aborted when dropped.
-struct Task(JoinHandle<()>);
-
-impl Task {
-    fn spawn(future: impl Future<Output = ()> + Send + 'static) -> Task {
-        Task(tokio::spawn(future))
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// What a mirror loop depends on: a change restarts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +44,9 @@ struct MirrorKey {
 struct LinkTasks {
     target_cluster: String,
     hub: StatusHub,
-    _writer: Task,
-    mirror: Option<(MirrorKey, Task)>,
-    probe: Option<(ProbeTarget, Task)>,
+    _writer: Task<()>,
+    mirror: Option<(MirrorKey, Task<()>)>,
+    probe: Option<(ProbeTarget, Task<()>)>,
     /// The selector error last reported as an Event.
     selector_error: Option<String>,
 }
@@ -122,7 +107,7 @@ struct Supervisor {
     links: Cache<Link>,
     secrets: Cache<Secret>,
     running: BTreeMap<String, LinkTasks>,
-    cleanups: BTreeMap<String, JoinHandle<bool>>,
+    cleanups: BTreeMap<String, Task<()>>,
     next_sweep: Option<Instant>,
 }
 
@@ -206,19 +191,19 @@ impl Supervisor {
         if !link.finalizers().iter().any(|f| f == FINALIZER) {
             return;
         }
-        if self.cleanups.get(&name).is_some_and(|task| !task.is_finished()) {
+        if self
+            .cleanups
+            .get(&name)
+            .is_some_and(|task| !task.is_finished())
+        {
             return;
         }
         tracing::info!(link = %name, cluster = %link.spec.target_cluster_name, "link deleted, removing its mirrors");
         let ctx = self.ctx.clone();
         let link = link.clone();
-        let task = tokio::spawn(async move {
-            match cleanup::finish_link_deletion(&ctx, &link).await {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(link = %link.name_any(), error = format!("{error:#}"), "link cleanup failed, retrying");
-                    false
-                }
+        let task = Task::spawn(async move {
+            if let Err(error) = cleanup::finish_link_deletion(&ctx, &link).await {
+                tracing::warn!(link = %link.name_any(), error = format!("{error:#}"), "link cleanup failed, retrying");
             }
         });
         self.cleanups.insert(name, task);

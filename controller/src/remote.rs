@@ -78,7 +78,12 @@ pub fn classify(error: &watcher::Error) -> RemoteFailure {
         watcher::Error::WatchError(status) => return from_code(status.code, &status.message),
         watcher::Error::NoResourceVersion => return RemoteFailure::Failed(error.to_string()),
     };
-    match client_error {
+    classify_client(client_error)
+}
+
+/// Classifies a failed remote request.
+pub fn classify_client(error: &kube::Error) -> RemoteFailure {
+    match error {
         kube::Error::Api(status) => from_code(status.code, &status.message),
         other => RemoteFailure::Unreachable(chain(other)),
     }

@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -35,6 +36,10 @@ pub const MISSING_NAMESPACE: &str = "MissingNamespace";
 /// `state` of a mirror that cannot be made (see its message).
 pub const ERROR: &str = "Error";
 
+/// Health-check period while the remote API fails.
+const HEALTH_DOWN: Duration = Duration::from_secs(2);
+/// Health-check period while it works.
+const HEALTH_UP: Duration = Duration::from_secs(30);
 /// How often a blocked mirror (conflict) is tried again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(10);
 /// First and longest retry delay after a failed write.
@@ -73,11 +78,16 @@ pub async fn run(spec: LoopSpec, ctx: Context, hub: StatusHub) {
             return;
         }
     };
-    let remote = watcher(
-        Api::<Service>::all(remote_client),
-        watcher::Config::default().labels(&spec.selector),
-    )
-    .default_backoff();
+    let remote_api = Api::<Service>::all(remote_client);
+    let watch_remote = || {
+        watcher(
+            remote_api.clone(),
+            watcher::Config::default().labels(&spec.selector),
+        )
+        .default_backoff()
+        .boxed()
+    };
+    let mut remote = watch_remote();
     let local = watcher(
         Api::<Service>::all(ctx.client.clone()),
         watcher::Config::default().labels(&format!("{MIRROR_OF_CLUSTER}={}", spec.target_cluster)),
@@ -88,11 +98,19 @@ pub async fn run(spec: LoopSpec, ctx: Context, hub: StatusHub) {
         watcher::Config::default(),
     )
     .default_backoff();
-    futures::pin_mut!(remote, local, namespaces);
+    futures::pin_mut!(local, namespaces);
 
-    let mut mirrorer = Mirrorer::new(spec, ctx, hub);
+    let mut mirrorer = Mirrorer::new(spec.clone(), ctx, hub);
     let mut resync = tokio::time::interval(mirrorer.ctx.config.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Health checks: a one-item list with the watch's own selector. They
+    // notice a partition before the watch times out, and when the remote
+    // comes back they restart the watch at once instead of waiting out its
+    // backoff.
+    let mut health = tokio::time::interval(HEALTH_DOWN);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_healthy = Instant::now();
+    let mut check: Option<BoxFuture<'static, Result<(), kube::Error>>> = None;
     loop {
         let next_retry = mirrorer.next_retry();
         tokio::select! {
@@ -101,8 +119,37 @@ pub async fn run(spec: LoopSpec, ctx: Context, hub: StatusHub) {
             Some(event) = namespaces.next() => mirrorer.on_namespace(event),
             _ = sleep_until_opt(next_retry) => mirrorer.take_due_retries(),
             _ = resync.tick() => mirrorer.full = true,
+            _ = health.tick(), if check.is_none() => {
+                if mirrorer.remote_down || last_healthy.elapsed() >= HEALTH_UP {
+                    let api = remote_api.clone();
+                    let params = ListParams::default().labels(&spec.selector).limit(1);
+                    check = Some(async move { api.list(&params).await.map(|_| ()) }.boxed());
+                }
+            }
+            result = pending_or(&mut check) => {
+                check = None;
+                match result {
+                    Ok(()) => {
+                        last_healthy = Instant::now();
+                        if mirrorer.remote_down {
+                            tracing::info!(link = %mirrorer.spec.link, "remote API answers again, restarting the watch");
+                            remote = watch_remote();
+                            mirrorer.remote_up();
+                        }
+                    }
+                    Err(error) => mirrorer.remote_failed(remote::classify_client(&error)),
+                }
+            }
         }
         mirrorer.reconcile().await;
+    }
+}
+
+/// Awaits the future in `slot`, or never when there is none.
+async fn pending_or<T>(slot: &mut Option<BoxFuture<'static, T>>) -> T {
+    match slot {
+        Some(future) => future.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -125,6 +172,7 @@ struct Mirrorer {
     dirty: BTreeSet<RemoteKey>,
     full: bool,
     retries: BTreeMap<RemoteKey, (Instant, u32)>,
+    remote_down: bool,
 }
 
 /// What became of one key.
@@ -148,6 +196,7 @@ impl Mirrorer {
             dirty: BTreeSet::new(),
             full: false,
             retries: BTreeMap::new(),
+            remote_down: false,
         }
     }
 
@@ -158,15 +207,7 @@ impl Mirrorer {
     fn on_remote(&mut self, event: Result<watcher::Event<Service>, watcher::Error>) {
         match event {
             Ok(event) => {
-                if self
-                    .hub
-                    .condition(REMOTE_API_REACHABLE, Truth::True, "Watching", "")
-                {
-                    tracing::info!(link = %self.spec.link, "remote API reachable");
-                }
-                self.hub
-                    .condition(CREDENTIALS_VALID, Truth::True, "Authenticated", "");
-                self.ctx.metrics.remote_reachable(self.cluster(), true);
+                self.remote_up();
                 match self.remote.apply(event) {
                     Change::Nothing => {}
                     Change::Everything => self.full = true,
@@ -177,51 +218,68 @@ impl Mirrorer {
                     }
                 }
             }
-            Err(error) => {
-                let failure = remote::classify(&error);
-                let changed = match &failure {
-                    RemoteFailure::Unauthorized(message) => {
-                        self.hub
-                            .condition(REMOTE_API_REACHABLE, Truth::True, "Answering", "");
-                        self.hub.condition(
-                            CREDENTIALS_VALID,
-                            Truth::False,
-                            "Unauthorized",
-                            &format!("the remote API rejects the token: {message}"),
-                        )
-                    }
-                    RemoteFailure::Forbidden(message) => {
-                        self.hub
-                            .condition(REMOTE_API_REACHABLE, Truth::True, "Answering", "");
-                        self.hub.condition(
-                            CREDENTIALS_VALID,
-                            Truth::False,
-                            "Forbidden",
-                            &format!("the remote ServiceAccount may not watch Services: {message}"),
-                        )
-                    }
-                    RemoteFailure::Unreachable(message) => self.hub.condition(
-                        REMOTE_API_REACHABLE,
-                        Truth::False,
-                        "Unreachable",
-                        &format!("{message}; mirrors are kept as they are"),
-                    ),
-                    RemoteFailure::Failed(message) => self.hub.condition(
-                        REMOTE_API_REACHABLE,
-                        Truth::False,
-                        "APIError",
-                        &format!("{message}; mirrors are kept as they are"),
-                    ),
-                };
-                let reachable = matches!(
-                    failure,
-                    RemoteFailure::Unauthorized(_) | RemoteFailure::Forbidden(_)
-                );
-                self.ctx.metrics.remote_reachable(self.cluster(), reachable);
-                if changed {
-                    tracing::warn!(link = %self.spec.link, ?failure, "remote watch failing, retrying with backoff");
-                }
+            Err(error) => self.remote_failed(remote::classify(&error)),
+        }
+    }
+
+    /// The remote API answered the watch or a health check.
+    fn remote_up(&mut self) {
+        self.remote_down = false;
+        if self
+            .hub
+            .condition(REMOTE_API_REACHABLE, Truth::True, "Watching", "")
+        {
+            tracing::info!(link = %self.spec.link, "remote API reachable");
+        }
+        self.hub
+            .condition(CREDENTIALS_VALID, Truth::True, "Authenticated", "");
+        self.ctx.metrics.remote_reachable(self.cluster(), true);
+    }
+
+    /// A remote request failed: the status says why; nothing is deleted.
+    fn remote_failed(&mut self, failure: RemoteFailure) {
+        self.remote_down = true;
+        let changed = match &failure {
+            RemoteFailure::Unauthorized(message) => {
+                self.hub
+                    .condition(REMOTE_API_REACHABLE, Truth::True, "Answering", "");
+                self.hub.condition(
+                    CREDENTIALS_VALID,
+                    Truth::False,
+                    "Unauthorized",
+                    &format!("the remote API rejects the token: {message}"),
+                )
             }
+            RemoteFailure::Forbidden(message) => {
+                self.hub
+                    .condition(REMOTE_API_REACHABLE, Truth::True, "Answering", "");
+                self.hub.condition(
+                    CREDENTIALS_VALID,
+                    Truth::False,
+                    "Forbidden",
+                    &format!("the remote ServiceAccount may not watch Services: {message}"),
+                )
+            }
+            RemoteFailure::Unreachable(message) => self.hub.condition(
+                REMOTE_API_REACHABLE,
+                Truth::False,
+                "Unreachable",
+                &format!("{message}; mirrors are kept as they are"),
+            ),
+            RemoteFailure::Failed(message) => self.hub.condition(
+                REMOTE_API_REACHABLE,
+                Truth::False,
+                "APIError",
+                &format!("{message}; mirrors are kept as they are"),
+            ),
+        };
+        let reachable = matches!(
+            failure,
+            RemoteFailure::Unauthorized(_) | RemoteFailure::Forbidden(_)
+        );
+        self.ctx.metrics.remote_reachable(self.cluster(), reachable);
+        if changed {
+            tracing::warn!(link = %self.spec.link, ?failure, "remote API failing, retrying with backoff; mirrors kept");
         }
     }
 

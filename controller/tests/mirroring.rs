@@ -393,3 +393,46 @@ async fn created_namespaces_and_mirrors_go_with_the_link() {
     );
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn mirrors_of_clusters_without_a_link_are_swept_at_start() {
+    init_tracing();
+    let pair = Pair::linked(false, |_| {}).await;
+    pair.west.namespace("shop").await;
+    let west = pair.west.services("shop");
+    let mut orphan = service("old-gone", "shop", &[("http", 80)], false);
+    orphan.spec.as_mut().expect("spec").selector = None;
+    orphan.metadata.labels = Some(
+        [
+            ("mc.dev/mirror-of-cluster", "gone"),
+            ("mc.dev/mirror-of-service", "old"),
+            ("app.kubernetes.io/part-of", "mc"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    west.create(&PostParams::default(), &orphan)
+        .await
+        .expect("orphan");
+    // Labelled like a mirror but not marked as mc's: never touched.
+    let mut lookalike = orphan.clone();
+    lookalike.metadata.name = Some("lookalike".into());
+    if let Some(labels) = lookalike.metadata.labels.as_mut() {
+        labels.remove("app.kubernetes.io/part-of");
+    }
+    west.create(&PostParams::default(), &lookalike)
+        .await
+        .expect("lookalike");
+
+    let controller = start_controller(pair.west.admin.clone(), fast_config("a"));
+    eventually(SOON, "orphan swept", || async {
+        mirror(&pair.west, "shop", "old-gone")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(mirror(&pair.west, "shop", "lookalike").await.is_some());
+    controller.shutdown().await;
+}

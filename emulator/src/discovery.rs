@@ -66,6 +66,12 @@ fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
             Subresource::Status => (r.kind.as_str(), vec!["get", "patch", "update"], None, None),
             Subresource::Approval => (r.kind.as_str(), vec!["get", "patch", "update"], None, None),
             Subresource::Binding => ("Binding", vec!["create"], None, None),
+            Subresource::Scale => (
+                "Scale",
+                vec!["get", "patch", "update"],
+                Some("autoscaling"),
+                Some("v1"),
+            ),
             Subresource::Token => (
                 "TokenRequest",
                 vec!["create"],

@@ -124,14 +124,16 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 /// GET of one object.
 pub fn get(shared: &Shared, c: &Call<'_>) -> Result<Reply, ApiError> {
-    if let Some(s) = c.sub()?
-        && s != Subresource::Status
-    {
+    let sub = c.sub()?;
+    if sub.is_some_and(|s| s != Subresource::Status && s != Subresource::Scale) {
         return Err(ApiError::method_not_allowed("get", &c.info.plural));
     }
     let obj = shared
         .read(|st| st.store.get(&rkey(&c.info), c.store_ns(), c.name()))
         .ok_or_else(|| ApiError::not_found(target(&c.info, c.name())))?;
+    if sub == Some(Subresource::Scale) {
+        return Ok((200, crate::scale::scale_of(&obj)));
+    }
     let rv = meta_str(&obj, "resourceVersion")
         .unwrap_or_default()
         .to_string();
@@ -291,6 +293,9 @@ pub fn create(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiEr
 pub fn update(shared: &Shared, c: &Call<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let obj = parse_body(body)?;
     let sub = c.sub()?;
+    if sub == Some(Subresource::Scale) {
+        return Ok((200, crate::scale::write(shared, c, obj)?));
+    }
     let (stored, created) =
         shared.write(|st| st.update(&c.info, c.ns(), c.name(), obj, sub, c.user))?;
     Ok((if created { 201 } else { 200 }, c.present(&stored)))
@@ -315,32 +320,21 @@ pub fn patch(
     }
     let sub = c.sub()?;
     let patch = parse_body(body)?;
+    if sub == Some(Subresource::Scale) {
+        let cur = shared
+            .read(|st| st.store.get(&rkey(&c.info), c.store_ns(), c.name()))
+            .ok_or_else(|| ApiError::not_found(target(&c.info, c.name())))?;
+        let mut scale = crate::scale::scale_of(&cur);
+        apply_patch(&mut scale, ct, &patch, c)?;
+        return Ok((200, crate::scale::write(shared, c, scale)?));
+    }
     let stored = shared.write(|st| {
         let cur = st
             .store
             .get(&rkey(&c.info), c.store_ns(), c.name())
             .ok_or_else(|| ApiError::not_found(target(&c.info, c.name())))?;
         let mut doc = c.present(&cur);
-        if ct == "application/merge-patch+json" {
-            json_patch::merge(&mut doc, &patch);
-        } else {
-            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(&mut doc, &ops).map_err(|e| {
-                ApiError::invalid(
-                    &c.info.group,
-                    &c.info.kind,
-                    c.name(),
-                    &[crate::validation::FieldError::new(
-                        crate::validation::FieldErrorKind::Invalid,
-                        "",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )],
-                )
-            })?;
-        }
+        apply_patch(&mut doc, ct, &patch, c)?;
         if meta_str(&doc, "resourceVersion")
             .unwrap_or_default()
             .is_empty()
@@ -355,6 +349,28 @@ pub fn patch(
 
 /// DeleteOptions from the body, with the query parameters kubectl may use
 /// instead (`gracePeriodSeconds`, `propagationPolicy`).
+/// Applies a merge patch or a JSON patch (`ct`) to `doc`.
+fn apply_patch(doc: &mut Value, ct: &str, patch: &Value, c: &Call<'_>) -> Result<(), ApiError> {
+    if ct == "application/merge-patch+json" {
+        json_patch::merge(doc, patch);
+        return Ok(());
+    }
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    json_patch::patch(doc, &ops).map_err(|e| {
+        ApiError::invalid(
+            &c.info.group,
+            &c.info.kind,
+            c.name(),
+            &[crate::validation::FieldError::new(
+                crate::validation::FieldErrorKind::Invalid,
+                "",
+                format!("the server rejected our request due to an error in our request: {e}"),
+            )],
+        )
+    })
+}
+
 fn delete_opts(body: &[u8], query: &HashMap<String, String>) -> Result<DeleteOpts, ApiError> {
     let mut opts = DeleteOpts::default();
     if let Some(g) = query.get("gracePeriodSeconds") {

@@ -26,6 +26,7 @@ pub mod persist;
 pub mod pki;
 pub mod rbac;
 pub mod request;
+pub mod scale;
 pub mod resources;
 pub mod schema;
 pub mod selector;

@@ -16,6 +16,8 @@ pub enum Subresource {
     Approval,
     /// `pods/<name>/binding`: the scheduler's assignment of a pod to a node.
     Binding,
+    /// `<workload>/<name>/scale`: an `autoscaling/v1` Scale view of `spec.replicas`.
+    Scale,
 }
 
 impl Subresource {
@@ -26,6 +28,7 @@ impl Subresource {
             Subresource::Token => "token",
             Subresource::Approval => "approval",
             Subresource::Binding => "binding",
+            Subresource::Scale => "scale",
         }
     }
 }
@@ -143,7 +146,7 @@ const fn b(
     }
 }
 
-use Subresource::{Approval, Binding, Status, Token};
+use Subresource::{Approval, Binding, Scale, Status, Token};
 
 const BUILTINS: &[Builtin] = &[
     b(
@@ -178,7 +181,7 @@ const BUILTINS: &[Builtin] = &[
         "deployments",
         true,
         &["deploy"],
-        &[Status],
+        &[Status, Scale],
     ),
     b(
         "apps",
@@ -187,7 +190,7 @@ const BUILTINS: &[Builtin] = &[
         "replicasets",
         true,
         &["rs"],
-        &[Status],
+        &[Status, Scale],
     ),
     b(
         "apps",

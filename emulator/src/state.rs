@@ -419,7 +419,7 @@ impl State {
                 m["status"]["conditions"] = conditions;
                 m
             }
-            Some(s @ (Subresource::Token | Subresource::Binding)) => {
+            Some(s @ (Subresource::Token | Subresource::Binding | Subresource::Scale)) => {
                 return Err(ApiError::method_not_allowed(
                     "update",
                     &format!("{}/{}", info.plural, s.name()),

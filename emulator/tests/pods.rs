@@ -363,3 +363,39 @@ async fn orphaned_dependents_survive_their_owner_and_others_are_collected() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_scale_subresource_reads_and_writes_replicas() {
+    let t = common::start().await;
+    let api: Api<Deployment> = Api::namespaced(t.admin().await, "default");
+    api.create(&PostParams::default(), &deployment("web", "web"))
+        .await
+        .expect("create");
+    let scale = api.get_scale("web").await.expect("get scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(
+        scale.status.and_then(|s| s.selector).as_deref(),
+        Some("app=web")
+    );
+    let scaled = api
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("patch scale");
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(3));
+    let d = api.get("web").await.expect("get");
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(d.metadata.generation, Some(2), "scaling is a spec change");
+    let error = api
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": -1}})),
+        )
+        .await
+        .expect_err("negative replicas");
+    assert_eq!(common::status_code(error), 422);
+}

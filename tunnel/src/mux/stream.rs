@@ -15,7 +15,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -35,6 +35,9 @@ pub struct MuxStream {
     send: SendStream<Bytes>,
     receiving: Receiving,
     leftover: Bytes,
+    /// Staging for outgoing chunks; its allocation is reused once the
+    /// connection has written the chunks cut from it.
+    staging: BytesMut,
     write_closed: bool,
 }
 
@@ -68,6 +71,7 @@ impl MuxStream {
             send,
             receiving: Receiving::Head(response),
             leftover: Bytes::new(),
+            staging: BytesMut::new(),
             write_closed: false,
         }
     }
@@ -77,6 +81,7 @@ impl MuxStream {
             send,
             receiving: Receiving::Body(body),
             leftover: Bytes::new(),
+            staging: BytesMut::new(),
             write_closed: false,
         }
     }
@@ -139,7 +144,9 @@ impl AsyncWrite for MuxStream {
             let capacity = self.send.capacity();
             if capacity > 0 {
                 let n = capacity.min(wanted);
-                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                self.staging.reserve(n);
+                self.staging.extend_from_slice(&buf[..n]);
+                let chunk = self.staging.split().freeze();
                 self.send.send_data(chunk, false).map_err(h2_to_io)?;
                 return Poll::Ready(Ok(n));
             }

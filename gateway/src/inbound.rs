@@ -1,14 +1,21 @@
-//! The tunnel server: accept mTLS connections from agents, read what each
-//! wants, refuse or connect to an endpoint, then copy bytes both ways.
+//! The tunnel server: accept mTLS connections from agents; on each, every
+//! HTTP/2 stream is one proxied connection: read what it wants, refuse it or
+//! connect to an endpoint, then copy bytes both ways.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mc_tunnel::{Reason, Request, SpliceConfig, Status, read_request, splice, write_status};
+use mc_identity::SpiffeId;
+use mc_tunnel::{
+    MuxConfig, MuxStream, Reason, Request, SpliceConfig, Status, read_request, serve_connection,
+    splice, write_status,
+};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use mc_admin::ProxyMetrics;
 
 use crate::balance::{self, ActiveGuard};
 use crate::targets::{Endpoint, Refusal};
@@ -29,48 +36,82 @@ pub struct InboundConfig {
     pub connect_attempts: usize,
     /// Copy settings (buffers, idle timeout).
     pub splice: SpliceConfig,
+    /// HTTP/2 settings of tunnel connections.
+    pub mux: MuxConfig,
 }
 
-/// Serves tunnels on `listener` until it fails.
+/// What every connection of the tunnel server shares.
+pub struct Inbound {
+    pub targets: SharedTargets,
+    pub metrics: ProxyMetrics,
+    pub cfg: InboundConfig,
+    /// Turns true when the gateway shuts down: stop accepting, and tell each
+    /// agent (HTTP/2 GOAWAY) to open new streams elsewhere while the open
+    /// ones finish.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves tunnels on `listener` until shutdown is signalled; returns then,
+/// leaving the open connections to drain.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    targets: SharedTargets,
-    cfg: Arc<InboundConfig>,
+    inbound: Arc<Inbound>,
 ) -> Result<()> {
+    let mut shutdown = inbound.shutdown.clone();
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
-        let (acceptor, targets, cfg) = (acceptor.clone(), targets.clone(), cfg.clone());
+        let (acceptor, inbound) = (acceptor.clone(), inbound.clone());
         tokio::spawn(async move {
-            if let Err(error) = handle(tcp, peer, acceptor, targets, cfg).await {
+            if let Err(error) = handle(tcp, acceptor, inbound).await {
                 tracing::debug!(%peer, error = format!("{error:#}"), "tunnel ended with an error");
             }
         });
     }
 }
 
-async fn handle(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    targets: SharedTargets,
-    cfg: Arc<InboundConfig>,
-) -> Result<()> {
+async fn handle(tcp: TcpStream, acceptor: TlsAcceptor, inbound: Arc<Inbound>) -> Result<()> {
     tcp.set_nodelay(true).context("TCP_NODELAY")?;
-    let mut tls = tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp))
+    let tls = tokio::time::timeout(inbound.cfg.handshake_timeout, acceptor.accept(tcp))
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;
     let caller = mc_identity::peer_spiffe_id(tls.get_ref().1).context("caller identity")?;
+    let mut shutdown = inbound.shutdown.clone();
+    let drain = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    serve_connection(
+        tls,
+        &inbound.cfg.mux,
+        |stream| {
+            let (caller, inbound) = (caller.clone(), inbound.clone());
+            async move {
+                if let Err(error) = handle_stream(stream, caller, &inbound).await {
+                    tracing::debug!(error = format!("{error:#}"), "stream ended with an error");
+                }
+            }
+        },
+        drain,
+    )
+    .await
+    .context("tunnel connection")
+}
 
+/// One proxied connection.
+async fn handle_stream(mut tls: MuxStream, caller: SpiffeId, inbound: &Inbound) -> Result<()> {
+    let (targets, metrics, cfg) = (&inbound.targets, &inbound.metrics, &inbound.cfg);
     let request: Request = match read_request(&mut tls, cfg.request_timeout).await {
         Ok(request) => request,
         Err(error) => {
@@ -84,6 +125,8 @@ async fn handle(
         }
     };
     let target = &request.target;
+    let started = Instant::now();
+    let record = metrics.open(&request.source.cluster, &target.namespace, &target.service);
 
     let endpoints: Vec<Endpoint> = {
         let snapshot = targets.load();
@@ -96,26 +139,32 @@ async fn handle(
                     Refusal::NotExported | Refusal::PortNotDeclared => Reason::NotExported,
                     Refusal::NoEndpoints => Reason::NoEndpoints,
                 };
+                record.fail(refusal.as_str(), 0, 0);
                 write_status(&mut tls, Status::Refused(reason), cfg.connect_timeout).await?;
                 return Ok(());
             }
         }
     };
 
-    let (mut upstream, _guard) = match connect(&endpoints, &cfg).await {
+    let (mut upstream, _guard) = match connect(&endpoints, cfg).await {
         Ok(connected) => connected,
         Err(reason) => {
             tracing::info!(%caller, namespace = %target.namespace, service = %target.service,
                 port = target.port, reason = reason.as_str(), "no endpoint could be reached");
+            record.fail(reason.as_str(), 0, 0);
             write_status(&mut tls, Status::Refused(reason), cfg.connect_timeout).await?;
             return Ok(());
         }
     };
+    record.connected(started.elapsed());
     write_status(&mut tls, Status::Ok, cfg.connect_timeout).await?;
-    let _ = peer;
-    splice(&mut tls, &mut upstream, &cfg.splice)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match splice(&mut tls, &mut upstream, &cfg.splice).await {
+        Ok(moved) => record.close(moved.a_to_b, moved.b_to_a),
+        Err(error) => {
+            record.fail("io", error.transfer.a_to_b, error.transfer.b_to_a);
+            return Err(anyhow::anyhow!("{error}"));
+        }
+    }
     Ok(())
 }
 

@@ -15,12 +15,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use clap::Parser;
+use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
 use mc_identity::{FileCertSource, IdentityPaths};
-use mc_tunnel::SpliceConfig;
+use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::inbound::InboundConfig;
+use crate::inbound::{Inbound, InboundConfig};
 use crate::targets::Targets;
 
 /// The mc gateway: accepts mTLS tunnels from the node agents of linked
@@ -41,8 +42,8 @@ struct Args {
     /// intermediates), tls.key and ca.crt (trust anchors).
     #[arg(long, env = "MC_IDENTITY_DIR", default_value = "/var/run/mc/identity")]
     identity_dir: PathBuf,
-    /// Longest wait for a TLS handshake and for the first request on a warm tunnel.
-    #[arg(long, value_parser = humantime_secs, default_value = "120")]
+    /// Longest wait, in seconds, for a TLS handshake and for a stream's request header.
+    #[arg(long, value_parser = parse_secs, default_value = "10")]
     handshake_timeout_secs: Duration,
     /// Longest one connect attempt to an endpoint may take, in milliseconds.
     #[arg(long, default_value_t = 1000)]
@@ -50,12 +51,15 @@ struct Args {
     /// Most endpoints tried for one connection before it is refused.
     #[arg(long, default_value_t = 3)]
     connect_attempts: usize,
+    /// On SIGTERM, how many seconds open connections get to finish.
+    #[arg(long, default_value_t = 20)]
+    drain_secs: u64,
     /// Close a connection after this many seconds without a byte either way.
     #[arg(long, default_value_t = 3600)]
     idle_timeout_secs: u64,
 }
 
-fn humantime_secs(s: &str) -> Result<Duration, String> {
+fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|e| format!("seconds expected: {e}"))
@@ -84,14 +88,20 @@ async fn main() -> Result<()> {
         .context("connecting to the Kubernetes API")?;
 
     let targets = Arc::new(ArcSwap::from_pointee(Targets::default()));
-    let synced = Arc::new(Notify::new());
-    let watch = tokio::spawn(watch::run(client, targets.clone(), synced.clone()));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ProxyMetrics::register(Side::Gateway, &mut registry);
+    let readiness = Readiness::new();
+    let admin = tokio::spawn(mc_admin::serve(
+        args.admin_listen,
+        AdminState::new(registry, readiness.clone()),
+    ));
+    let watch = tokio::spawn(watch::run(client, targets.clone(), readiness.clone()));
 
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "tunnel listener ready");
-    let cfg = Arc::new(InboundConfig {
+    let cfg = InboundConfig {
         handshake_timeout: args.handshake_timeout_secs,
         request_timeout: args.handshake_timeout_secs,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
@@ -100,10 +110,41 @@ async fn main() -> Result<()> {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             ..SpliceConfig::default()
         },
+        mux: MuxConfig::default(),
+    };
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let inbound = Arc::new(Inbound {
+        targets,
+        metrics,
+        cfg,
+        shutdown,
     });
-    let _ = args.admin_listen;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
-        result = inbound::serve(listener, tokio_rustls::TlsAcceptor::from(tls), targets, cfg) => result,
-        result = watch => result.context("watch task")?,
+        result = inbound::serve(listener, acceptor, inbound.clone()) => result?,
+        result = watch => return result.context("watch task")?,
+        result = admin => return result.context("admin task")?,
+        _ = sigterm.recv() => tracing::info!("SIGTERM received, draining"),
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("waiting for SIGINT")?;
+            tracing::info!("SIGINT received, draining");
+        }
     }
+    // Not ready any more, no new connections; agents are told (GOAWAY) to
+    // use another gateway while open streams finish, within the grace time.
+    readiness.set(false);
+    shutdown_tx.send_replace(true);
+    let drained = async {
+        while Arc::strong_count(&inbound) > 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(args.drain_secs), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain time; closing them");
+    }
+    Ok(())
 }

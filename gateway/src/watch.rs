@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
+use mc_admin::Readiness;
 use mc_api::labels;
 use tokio::sync::Notify;
 
@@ -25,8 +26,8 @@ pub type SharedTargets = Arc<ArcSwap<Targets>>;
 
 /// Watches the cluster and keeps `targets` current. Returns only on a fatal
 /// error; watch errors are retried with backoff by the watcher itself.
-/// `on_synced` is notified once both caches have been listed.
-pub async fn run(client: Client, targets: SharedTargets, on_synced: Arc<Notify>) -> Result<()> {
+/// `readiness` is set once both caches have been listed.
+pub async fn run(client: Client, targets: SharedTargets, readiness: Readiness) -> Result<()> {
     let changed = Arc::new(Notify::new());
 
     let services_api: Api<Service> = Api::all(client.clone());
@@ -71,7 +72,7 @@ pub async fn run(client: Client, targets: SharedTargets, on_synced: Arc<Notify>)
     services.wait_until_ready().await?;
     slices.wait_until_ready().await?;
     rebuild(&targets, &services, &slices);
-    on_synced.notify_waiters();
+    readiness.set(true);
     tracing::info!(exported = targets.load().exported_count(), "caches synced");
 
     loop {

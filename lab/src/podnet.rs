@@ -1,7 +1,15 @@
-//! A pod's network: its netns `mc-<lab>-<cluster>-p<id>`, a veth from the
-//! node's pod bridge to the pod's `eth0`, an address from the node's pod
-//! CIDR, a default route via the bridge, and its resolv.conf in
-//! `/etc/netns/<netns>/` pointing at the cluster DNS.
+//! A pod's network: its netns `mc-<lab>-<cluster>-p<id>`, a routed veth
+//! from the node to the pod's `eth0` (as Calico, Cilium, the AWS VPC CNI and
+//! kindnet do: no bridge, so every pod packet is routed by the node and seen
+//! by its netfilter hooks once), an address from the node's pod CIDR with a
+//! /32 route to it on the node, a default route via the node's pod gateway
+//! address, and its resolv.conf in `/etc/netns/<netns>/` pointing at the
+//! cluster DNS.
+//!
+//! Why not a bridge: with `br_netfilter`, which bridge CNIs need, packets
+//! from bridge ports pass the IPv4 PREROUTING hooks at the bridge layer and
+//! `ip_rcv` then drops the socket a TPROXY rule assigned there; node-level
+//! TPROXY (mc's node agent) does not work on bridge CNIs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -11,7 +19,6 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{ip, ip_quiet};
 use crate::plan::{CLUSTER_DOMAIN, ClusterPlan, NodePlan};
-use crate::topology::POD_BRIDGE;
 
 /// Short id of a pod derived from its UID: 8 lowercase hex digits (or
 /// letters and digits for non-UUID UIDs).
@@ -34,7 +41,7 @@ pub fn pod_netns(cluster: &ClusterPlan, uid: &str) -> String {
     )
 }
 
-/// The pod's veth end on the node's bridge (at most 15 characters).
+/// The pod's veth end in the node's netns (at most 15 characters).
 fn host_veth(uid: &str) -> String {
     format!("v{}", short_id(uid))
 }
@@ -68,37 +75,37 @@ pub fn create(node: &NodePlan, uid: &str, namespace: &str, addr: Ipv4Addr) -> Re
         &netns,
     ])
     .with_context(|| format!("creating the veth of pod netns {netns}"))?;
-    ip(&[
-        "-n", &node_ns, "link", "set", &veth, "master", POD_BRIDGE, "up",
-    ])?;
-    // Hairpin, as the CNI bridge plugin sets it: a pod that reaches its own
-    // Service and is picked as the endpoint gets its packets back.
-    ip(&[
-        "-n", &node_ns, "link", "set", "dev", &veth, "type", "bridge_slave", "hairpin", "on",
-    ])
-    .with_context(|| format!("enabling hairpin on {veth}"))?;
-    let cidr = node.pod_cidr();
+    ip(&["-n", &node_ns, "link", "set", &veth, "up"])?;
+    // The pod ARPs for its gateway on eth0: the node end answers (the
+    // gateway is a local address of the node), and routes the rest.
+    sysctl(&node_ns, &format!("net/ipv4/conf/{veth}/proxy_arp"), "1")?;
     ip(&[
         "-n",
         &netns,
         "addr",
         "add",
-        &format!("{addr}/{}", cidr.prefix_len()),
+        &format!("{addr}/32"),
         "dev",
         "eth0",
     ])?;
     ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+    let gateway = node.pod_gateway().to_string();
+    ip(&[
+        "-n", &netns, "route", "add", &gateway, "dev", "eth0", "scope", "link",
+    ])?;
+    ip(&[
+        "-n", &netns, "route", "add", "default", "via", &gateway, "dev", "eth0",
+    ])?;
     ip(&[
         "-n",
-        &netns,
+        &node_ns,
         "route",
         "add",
-        "default",
-        "via",
-        &node.pod_gateway().to_string(),
+        &format!("{addr}/32"),
         "dev",
-        "eth0",
-    ])?;
+        &veth,
+    ])
+    .with_context(|| format!("routing {addr} to {veth}"))?;
     let resolv = resolv_conf_path(&netns);
     if let Some(parent) = resolv.parent() {
         std::fs::create_dir_all(parent)
@@ -160,6 +167,19 @@ impl Ipam {
             used.remove(&addr);
         }
     }
+}
+
+/// Sets a sysctl (`/proc/sys/<key>`) inside `netns`.
+fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "sysctl", "-q", "-w"])
+        .arg(format!("{}={value}", key.replace('/', ".")))
+        .status()
+        .with_context(|| format!("running sysctl in {netns}"))?;
+    if !status.success() {
+        bail!("sysctl {key}={value} failed in {netns}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

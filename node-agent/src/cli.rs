@@ -72,9 +72,10 @@ pub struct RunArgs {
     /// Address of the admin server (/live, /ready, /metrics).
     #[arg(long, env = "MC_ADMIN_LISTEN", default_value = "0.0.0.0:4191")]
     pub admin_listen: SocketAddr,
-    /// Warm tunnels kept ready per gateway address.
-    #[arg(long, env = "MC_WARM_TUNNELS", default_value_t = 4)]
-    pub warm_tunnels: usize,
+    /// mTLS connections kept open to each gateway address; proxied
+    /// connections are multiplexed over them as HTTP/2 streams.
+    #[arg(long, env = "MC_TUNNEL_CONNECTIONS", default_value_t = 2)]
+    pub tunnel_connections: usize,
     /// Close a proxied connection after this many seconds without a byte either way.
     #[arg(long, default_value_t = 3600)]
     pub idle_timeout_secs: u64,

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use mc_admin::ProxyMetrics;
 use mc_identity::{CertSource, SpiffeId};
 use mc_tunnel::{
-    PoolConfig, Request, Source, SpliceConfig, SpliceErrorKind, Target, TunnelPool,
+    MuxConfig, Request, Source, SpliceConfig, SpliceErrorKind, Target, TunnelClient,
     forward_to_tunnel,
 };
 use rustls::pki_types::ServerName;
@@ -23,33 +24,34 @@ use crate::mirrors::{Gateways, MirrorTarget, Workloads};
 pub struct OutboundConfig {
     /// This cluster's name, sent as the source cluster of every stream.
     pub cluster_name: String,
-    /// Warm pool settings per gateway address.
-    pub pool: PoolConfig,
+    /// Tunnel connection settings per gateway address.
+    pub mux: MuxConfig,
     /// Longest wait for the gateway's status after the request was sent.
     pub status_timeout: Duration,
     /// Copy settings (buffers, idle timeout).
     pub splice: SpliceConfig,
 }
 
-/// The tunnels to one remote cluster: a warm pool per gateway address.
+/// The tunnels to one remote cluster: multiplexed mTLS connections to each
+/// gateway address.
 pub struct ClusterTunnels {
     identity: String,
-    pools: Vec<TunnelPool>,
+    gateways: Vec<TunnelClient>,
     next: AtomicUsize,
 }
 
 impl ClusterTunnels {
     /// A tunnel to one of the gateways, starting from the next one in turn
     /// and moving on when one cannot be reached.
-    async fn connect(&self) -> Result<mc_tunnel::TunnelStream> {
+    async fn connect(&self) -> Result<mc_tunnel::MuxStream> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
-        for i in 0..self.pools.len() {
-            let pool = &self.pools[(start + i) % self.pools.len()];
-            match pool.get().await {
+        for i in 0..self.gateways.len() {
+            let gateway = &self.gateways[(start + i) % self.gateways.len()];
+            match gateway.open().await {
                 Ok(stream) => return Ok(stream),
                 Err(error) => {
-                    tracing::debug!(gateway = %pool.addr(), %error, "gateway unreachable, trying the next");
+                    tracing::debug!(gateway = %gateway.addr(), %error, "gateway unreachable, trying the next");
                     last = Some(error);
                 }
             }
@@ -68,9 +70,9 @@ pub struct Tunnels {
 }
 
 impl Tunnels {
-    /// The tunnels for `gateways`, keeping the pools of `previous` whose
+    /// The tunnels for `gateways`, keeping those of `previous` whose
     /// cluster, identity and addresses did not change (so a Link edit that
-    /// touches one cluster does not drop the other clusters' warm tunnels).
+    /// touches one cluster does not drop the other clusters' tunnels).
     pub fn rebuild(
         previous: &Tunnels,
         gateways: &Gateways,
@@ -81,9 +83,9 @@ impl Tunnels {
         for (cluster, target) in gateways {
             if let Some(old) = previous.by_cluster.get(cluster) {
                 let same_addrs = old
-                    .pools
+                    .gateways
                     .iter()
-                    .map(TunnelPool::addr)
+                    .map(TunnelClient::addr)
                     .eq(target.addresses.iter().copied());
                 if old.identity == target.identity && same_addrs {
                     by_cluster.insert(cluster.clone(), old.clone());
@@ -104,15 +106,15 @@ impl Tunnels {
                     continue;
                 }
             };
-            let pools = target
+            let clients = target
                 .addresses
                 .iter()
                 .map(|addr| {
-                    TunnelPool::new(
+                    TunnelClient::new(
                         tls.clone(),
                         *addr,
                         ServerName::IpAddress(addr.ip().into()),
-                        cfg.pool.clone(),
+                        cfg.mux.clone(),
                     )
                 })
                 .collect();
@@ -121,7 +123,7 @@ impl Tunnels {
                 cluster.clone(),
                 Arc::new(ClusterTunnels {
                     identity: target.identity.clone(),
-                    pools,
+                    gateways: clients,
                     next: AtomicUsize::new(0),
                 }),
             );
@@ -143,8 +145,11 @@ pub async fn proxy(
     target: MirrorTarget,
     tunnels: Arc<ClusterTunnels>,
     workloads: &Workloads,
+    metrics: &ProxyMetrics,
     cfg: &OutboundConfig,
 ) {
+    let started = std::time::Instant::now();
+    let record = metrics.open(&target.cluster, &target.namespace, &target.service);
     let Intercepted {
         mut stream,
         peer,
@@ -156,10 +161,12 @@ pub async fn proxy(
         Ok(tunnel) => tunnel,
         Err(error) => {
             tracing::warn!(%peer, dst = %original_dst, cluster = %target.cluster, error = format!("{error:#}"), "refusing: no tunnel");
+            record.fail("no_tunnel", 0, 0);
             reset(stream);
             return;
         }
     };
+    record.connected(started.elapsed());
     match forward_to_tunnel(
         &mut stream,
         &mut tunnel,
@@ -169,14 +176,22 @@ pub async fn proxy(
     )
     .await
     {
-        Ok(_transfer) => {}
+        Ok(moved) => record.close(moved.a_to_b, moved.b_to_a),
         Err(error) => {
-            if let SpliceErrorKind::Refused(reason) = error.kind {
-                tracing::info!(%peer, dst = %original_dst, cluster = %target.cluster, service = %target.service,
-                    reason = reason.as_str(), "gateway refused the stream");
-            } else {
+            let reason = match &error.kind {
+                SpliceErrorKind::Refused(reason) => {
+                    tracing::info!(%peer, dst = %original_dst, cluster = %target.cluster, service = %target.service,
+                        reason = reason.as_str(), "gateway refused the stream");
+                    reason.as_str()
+                }
+                SpliceErrorKind::IdleTimeout(_) => "idle_timeout",
+                SpliceErrorKind::Handshake(_) => "tunnel_handshake",
+                SpliceErrorKind::Io { .. } => "io",
+            };
+            if reason != "io" {
                 tracing::debug!(%peer, dst = %original_dst, %error, "stream ended with an error");
             }
+            record.fail(reason, error.transfer.a_to_b, error.transfer.b_to_a);
             reset(stream);
         }
     }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
+use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
 use mc_identity::{CertSource, FileCertSource, IdentityPaths};
-use mc_tunnel::{PoolConfig, SpliceConfig};
+use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -54,6 +55,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// Everything a connection needs to be proxied.
 struct Proxy {
+    metrics: ProxyMetrics,
     views: Arc<Views>,
     tunnels: Arc<ArcSwap<Tunnels>>,
     cfg: Arc<OutboundConfig>,
@@ -84,15 +86,26 @@ impl Proxy {
             .context("connecting to the Kubernetes API")?;
         let cfg = Arc::new(OutboundConfig {
             cluster_name,
-            pool: PoolConfig {
-                warm: args.warm_tunnels,
-                ..PoolConfig::default()
+            mux: MuxConfig {
+                connections: args.tunnel_connections,
+                ..MuxConfig::default()
             },
             status_timeout: Duration::from_secs(10),
             splice: SpliceConfig {
                 idle_timeout: Duration::from_secs(args.idle_timeout_secs),
                 ..SpliceConfig::default()
             },
+        });
+
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ProxyMetrics::register(Side::Agent, &mut registry);
+        let readiness = Readiness::new();
+        let admin = AdminState::new(registry, readiness.clone());
+        let admin_listen = args.admin_listen;
+        tokio::spawn(async move {
+            if let Err(error) = mc_admin::serve(admin_listen, admin).await {
+                tracing::error!(error = format!("{error:#}"), "admin server stopped");
+            }
         });
 
         let views = Arc::new(Views::default());
@@ -112,7 +125,12 @@ impl Proxy {
                 tracing::error!(error = format!("{error:#}"), "cluster watch stopped");
             }
         });
-        tokio::spawn(program_kernel(interceptor, kernel_rx, static_mirrors));
+        tokio::spawn(program_kernel(
+            interceptor,
+            kernel_rx,
+            static_mirrors,
+            readiness,
+        ));
         tokio::spawn(manage_tunnels(
             gateways_rx,
             tunnels.clone(),
@@ -120,6 +138,7 @@ impl Proxy {
             cfg.clone(),
         ));
         Ok(Proxy {
+            metrics,
             views,
             tunnels,
             cfg,
@@ -140,20 +159,22 @@ impl Proxy {
             refuse(conn);
             return;
         };
-        let (views, cfg) = (self.views.clone(), self.cfg.clone());
+        let (views, metrics, cfg) = (self.views.clone(), self.metrics.clone(), self.cfg.clone());
         tokio::spawn(async move {
             let workloads = views.workloads.load();
-            outbound::proxy(conn, target, tunnels, &workloads, &cfg).await;
+            outbound::proxy(conn, target, tunnels, &workloads, &metrics, &cfg).await;
         });
     }
 }
 
 /// Applies each new mirror set to the kernel, retrying failures; a newer set
-/// replaces one not yet applied, so updates are batched naturally.
+/// replaces one not yet applied, so updates are batched naturally. The agent
+/// is ready once the first set from the cluster is in the kernel.
 async fn program_kernel(
     interceptor: Arc<Interceptor>,
     mut rx: watch::Receiver<Option<MirrorSet>>,
     static_mirrors: MirrorSet,
+    readiness: Readiness,
 ) {
     loop {
         let wanted = rx.borrow_and_update().clone();
@@ -171,6 +192,7 @@ async fn program_kernel(
                 continue;
             }
             tracing::debug!(mirrors = set.len(), "kernel state applied");
+            readiness.set(true);
         }
         if rx.changed().await.is_err() {
             return;

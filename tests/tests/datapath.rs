@@ -287,7 +287,10 @@ async fn open_stream(gateway: &str, config: Arc<rustls::ClientConfig>) -> Result
 async fn assert_gateway_refuses(gateway: &str, config: Arc<rustls::ClientConfig>) {
     let started = Instant::now();
     let answer = open_stream(gateway, config).await;
-    assert!(!matches!(answer, Ok(Status::Ok)), "the gateway accepted a caller it must refuse");
+    assert!(
+        !matches!(answer, Ok(Status::Ok)),
+        "the gateway accepted a caller it must refuse"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refusal took {:?}",

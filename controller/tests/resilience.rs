@@ -299,6 +299,7 @@ async fn gateway_probes_report_liveness_latency_and_metrics() {
     let admin_port = free_port();
     let mut config = fast_config("a");
     config.admin_listen = Some(format!("127.0.0.1:{admin_port}").parse().expect("addr"));
+    config.status_refresh = Duration::from_secs(5);
     let controller = start_controller(pair.west.admin.clone(), config);
 
     let gateway_status = eventually(Duration::from_secs(5), "gateway alive", || async {
@@ -307,6 +308,28 @@ async fn gateway_probes_report_liveness_latency_and_metrics() {
     })
     .await;
     assert!(gateway_status.latency_ms.is_some());
+    // Probes every second, but latency alone does not rewrite the status
+    // more than once per refresh interval: no write storms.
+    let version = pair
+        .west
+        .links()
+        .get("east")
+        .await
+        .expect("link")
+        .metadata
+        .resource_version;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        pair.west
+            .links()
+            .get("east")
+            .await
+            .expect("link")
+            .metadata
+            .resource_version,
+        version,
+        "steady probes do not rewrite the Link"
+    );
     assert_eq!(gateway_status.address.as_deref(), Some("127.0.0.1"));
     let (alive, reason, _) = condition(&pair.west, "GatewayAlive")
         .await

@@ -2,6 +2,7 @@
 //! namespaces and API emulators, for the demo and the end-to-end tests.
 
 mod apiserver;
+mod apply;
 mod cmd;
 mod dns;
 mod echo;
@@ -77,6 +78,25 @@ enum Command {
     Status,
     /// Print the path of the lab's kubeconfig.
     Kubeconfig,
+    /// Create or replace the objects of a YAML file (multi-document), like
+    /// `kubectl create` falling back to `kubectl replace`.
+    Apply {
+        /// The manifest; `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// The cluster to apply to.
+        #[arg(long)]
+        cluster: String,
+        /// Namespace of namespaced objects that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Wait until applied Deployments, DaemonSets and Pods are ready.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds `--wait` waits at most.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Run and delete pods.
     #[command(subcommand)]
     Pod(PodCommand),
@@ -245,6 +265,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Down => lifecycle::down(&lab)?,
         Command::Status => runtime()?.block_on(pods::status(&lab))?,
         Command::Kubeconfig => println!("{}", state::LabDir::new(&lab).kubeconfig().display()),
+        Command::Apply {
+            file,
+            cluster,
+            namespace,
+            wait,
+            timeout,
+        } => {
+            let req = apply::ApplyRequest {
+                file,
+                cluster,
+                namespace,
+                wait: wait.then(|| Duration::from_secs(timeout)),
+            };
+            runtime()?.block_on(apply::apply(&lab, &req))?
+        }
         Command::Pod(PodCommand::Run {
             pod,
             labels,

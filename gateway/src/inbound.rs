@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use mc_identity::SpiffeId;
 use mc_tunnel::{
-    MuxConfig, MuxStream, Reason, Request, SpliceConfig, Status, read_request, serve_connection,
-    splice, write_status,
+    MuxConfig, MuxStream, Reason, Request, SpliceConfig, Status, buffered_socket, read_request,
+    serve_connection, splice, write_status,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -82,8 +82,9 @@ pub async fn serve(
 }
 
 async fn handle(tcp: TcpStream, acceptor: TlsAcceptor, inbound: Arc<Inbound>) -> Result<()> {
-    tcp.set_nodelay(true).context("TCP_NODELAY")?;
-    let tls = tokio::time::timeout(inbound.cfg.handshake_timeout, acceptor.accept(tcp))
+    // A large read buffer under TLS: rustls reads at most 4 KiB at a time.
+    let socket = buffered_socket(tcp).context("socket options")?;
+    let tls = tokio::time::timeout(inbound.cfg.handshake_timeout, acceptor.accept(socket))
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;

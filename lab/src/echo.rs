@@ -203,21 +203,53 @@ pub async fn bulk(addr: &str, bytes: u64, timeout: std::time::Duration) -> Resul
 }
 
 /// A reproducible byte stream (xorshift64*): the sender and the checker
-/// generate the same bytes without holding them in memory.
-struct Pattern(u64);
+/// generate the same bytes without holding them in memory, whatever sizes
+/// their reads and writes come in.
+struct Pattern {
+    state: u64,
+    word: [u8; 8],
+    used: usize,
+}
 
 impl Pattern {
     fn new() -> Pattern {
-        Pattern(0x9E37_79B9_7F4A_7C15)
+        Pattern {
+            state: 0x9E37_79B9_7F4A_7C15,
+            word: [0; 8],
+            used: 8,
+        }
     }
 
     fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let word = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+        for byte in out {
+            if self.used == 8 {
+                self.state ^= self.state >> 12;
+                self.state ^= self.state << 25;
+                self.state ^= self.state >> 27;
+                self.word = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+                self.used = 0;
+            }
+            *byte = self.word[self.used];
+            self.used += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pattern;
+
+    #[test]
+    fn the_pattern_is_the_same_whatever_the_chunk_sizes() {
+        let mut whole = vec![0u8; 1000];
+        Pattern::new().fill(&mut whole);
+        let mut pieces = Pattern::new();
+        let mut joined = Vec::new();
+        for size in [1, 7, 8, 13, 64, 907] {
+            let mut chunk = vec![0u8; size];
+            pieces.fill(&mut chunk);
+            joined.extend(chunk);
+        }
+        assert_eq!(joined, whole);
     }
 }

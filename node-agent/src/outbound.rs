@@ -166,7 +166,7 @@ pub async fn proxy(
             return;
         }
     };
-    record.connected(started.elapsed());
+    let opened_after = started.elapsed();
     match forward_to_tunnel(
         &mut stream,
         &mut tunnel,
@@ -176,7 +176,13 @@ pub async fn proxy(
     )
     .await
     {
-        Ok(moved) => record.close(moved.a_to_b, moved.b_to_a),
+        Ok(moved) => {
+            // Connect latency: until the gateway said the target is connected.
+            if let Some(status_after) = moved.status_after {
+                record.connected(opened_after + status_after);
+            }
+            record.close(moved.a_to_b, moved.b_to_a)
+        }
         Err(error) => {
             let reason = match &error.kind {
                 SpliceErrorKind::Refused(reason) => {

@@ -221,17 +221,28 @@ impl Pattern {
     }
 
     fn fill(&mut self, out: &mut [u8]) {
-        for byte in out {
-            if self.used == 8 {
-                self.state ^= self.state >> 12;
-                self.state ^= self.state << 25;
-                self.state ^= self.state >> 27;
-                self.word = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-                self.used = 0;
-            }
-            *byte = self.word[self.used];
-            self.used += 1;
+        // Bytes left over from the last word first, then whole words, then
+        // a tail that leaves the rest of its word for the next call.
+        let left = (8 - self.used).min(out.len());
+        out[..left].copy_from_slice(&self.word[self.used..self.used + left]);
+        self.used += left;
+        let mut words = out[left..].chunks_exact_mut(8);
+        for chunk in &mut words {
+            chunk.copy_from_slice(&self.next_word());
         }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            self.word = self.next_word();
+            tail.copy_from_slice(&self.word[..tail.len()]);
+            self.used = tail.len();
+        }
+    }
+
+    fn next_word(&mut self) -> [u8; 8] {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes()
     }
 }
 

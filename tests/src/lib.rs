@@ -38,6 +38,19 @@ pub fn mc_lab_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Path of another built binary of the workspace (`kubectl-mc`,
+/// `mc-controller`, ...), next to `mc-lab`.
+pub fn built_bin(name: &str) -> Result<PathBuf> {
+    let bin = mc_lab_bin()?.with_file_name(name);
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: run `cargo build` before the tests",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// A running lab; `mc-lab down` runs when it drops.
 pub struct Lab {
     /// Lab name (unique per test).
@@ -91,6 +104,50 @@ impl Lab {
             .args(args)
             .output()
             .with_context(|| format!("running mc-lab {}", args.join(" ")))
+    }
+
+    /// Runs `kubectl-mc --kubeconfig <the lab's> args...` as a user would
+    /// (with the lab's binaries first on PATH) and returns its output.
+    pub fn kubectl_mc(&self, args: &[&str]) -> Result<Output> {
+        let bin = built_bin("kubectl-mc")?;
+        Command::new(&bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .with_context(|| format!("running kubectl-mc {}", args.join(" ")))
+    }
+
+    /// `mc-lab apply -f - --cluster <cluster> [extra...]` with `yaml` on
+    /// standard input; fails with mc-lab's message when it fails.
+    pub fn apply(&self, cluster: &str, yaml: &str, extra: &[&str]) -> Result<String> {
+        use std::io::Write;
+        let mut child = Command::new(&self.bin)
+            .arg("--lab")
+            .arg(&self.name)
+            .args(["apply", "-f", "-", "--cluster", cluster])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running mc-lab apply")?;
+        child
+            .stdin
+            .take()
+            .context("mc-lab apply has no stdin")?
+            .write_all(yaml.as_bytes())
+            .context("writing the manifest to mc-lab apply")?;
+        let out = child
+            .wait_with_output()
+            .context("waiting for mc-lab apply")?;
+        if !out.status.success() {
+            bail!(
+                "mc-lab apply to {cluster} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Starts a pod (`cluster/ns/name`) with `labels` (`k=v,...`) on `node`

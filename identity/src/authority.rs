@@ -1,6 +1,7 @@
 //! A small certificate authority for the lab and tests: a self-signed trust
 //! anchor that issues ECDSA P-256 leaf certificates carrying one SPIFFE URI
-//! SAN. Production issuance (CSRs signed by the controller) will replace it.
+//! SAN, and the per-cluster issuers (see [`crate::issuer`]) that sign the
+//! leaves of production workloads.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -115,6 +116,11 @@ impl TrustAnchor {
     /// The anchor certificate (PEM), what every peer trusts.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The rcgen issuer (certificate parameters and key) of the anchor.
+    pub(crate) fn rcgen_issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     /// The anchor's private key (PKCS#8 PEM). Keep it secret.

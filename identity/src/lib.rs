@@ -11,7 +11,11 @@
 //! * [`server_config`] (gateway) and [`client_config`] (agent): TLS 1.3
 //!   only, mutual, resumption on.
 //! * [`peer_spiffe_id`]: who is on the other end of a connection.
-//! * [`TrustAnchor`]: a small CA for the lab and tests (rcgen).
+//! * [`TrustAnchor`]: the self-signed root every linked cluster shares.
+//! * [`ClusterIssuer`]: a cluster's intermediate CA, naming the cluster;
+//!   [`cluster_of_chain`] reads which cluster vouched for a peer.
+//! * [`LeafRequest`] / [`parse_request`]: CSRs with the key kept in memory,
+//!   and their checks on the signer's side.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -24,7 +28,9 @@
 //! ```
 
 pub mod authority;
+pub mod csr;
 pub mod files;
+pub mod issuer;
 pub mod material;
 pub mod peer;
 pub mod source;
@@ -33,7 +39,12 @@ pub mod tls;
 pub mod verify;
 
 pub use authority::{IssuedLeaf, TrustAnchor};
+pub use csr::{LeafRequest, RequestError, RequestedLeaf, parse_request};
 pub use files::IdentityPaths;
+pub use issuer::{
+    ClusterError, ClusterIssuer, ISSUER_LIFETIME, IssuingCluster, anchors_of, cluster_of_chain,
+    issuer_uri, issuing_cluster_of, valid_cluster_name,
+};
 pub use material::Identity;
 pub use peer::{PeerIdError, peer_spiffe_id, spiffe_id_of};
 pub use source::{CertSource, FileCertSource, SharedIdentity};

@@ -33,7 +33,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::clone(&PROVIDER)
 }
 
-fn algorithms() -> &'static WebPkiSupportedAlgorithms {
+pub(crate) fn algorithms() -> &'static WebPkiSupportedAlgorithms {
     &PROVIDER.signature_verification_algorithms
 }
 

@@ -97,7 +97,7 @@ export PATH="$BIN:$PATH"
 lab() { mc-lab --lab "$LAB" "$@"; }
 
 step "Bring up the lab '$LAB': clusters east and west, 2 nodes each"
-lab up --clusters east,west --nodes-per-cluster 2 --recreate
+RUST_LOG=${RUST_LOG:-warn} lab up --clusters east,west --nodes-per-cluster 2 --recreate
 KUBECONFIG=$(lab kubeconfig)
 export KUBECONFIG
 

@@ -600,9 +600,9 @@ impl ApiOutage {
     }
 }
 
-impl Drop for ApiOutage {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
+impl ApiOutage {
+    fn remove_rules(&self) -> Result<Output> {
+        std::process::Command::new("ip")
             .args([
                 "netns",
                 "exec",
@@ -613,7 +613,29 @@ impl Drop for ApiOutage {
                 "inet",
             ])
             .arg(&self.table)
-            .status();
+            .output()
+            .context("running nft delete table")
+    }
+
+    /// Ends the outage, failing when the rules could not be removed.
+    fn end(mut self) -> Result<()> {
+        let out = self.remove_rules()?;
+        self.table.clear();
+        ensure!(
+            out.status.success(),
+            "removing the outage rules: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+impl Drop for ApiOutage {
+    /// Ends the outage when a test fails during it (the lab may be kept).
+    fn drop(&mut self) {
+        if !self.table.is_empty() {
+            let _ = self.remove_rules();
+        }
     }
 }
 
@@ -760,7 +782,7 @@ async fn mirrors_survive_an_outage_follow_a_rotated_token_and_go_with_unlink() -
         mirror_state(west, "second-east").await?,
     );
     assert_eq!(during, before, "mirrors changed during the outage");
-    drop(outage);
+    outage.end()?;
     linked.check_passes().await?;
     // The watch is back: an unexport made after the outage is followed.
     linked.mc(&["--context", "east", "unexport", "svc/second"])?;

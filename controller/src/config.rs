@@ -26,6 +26,32 @@ pub struct Config {
     pub renew_period: Duration,
     /// Follower retry period (2 s).
     pub retry_period: Duration,
+    /// Lifetime of the leaf certificates the signer issues (24 h); a
+    /// request's `spec.expirationSeconds` may only shorten it.
+    pub leaf_lifetime: Duration,
+    /// `(namespace, service account)` pairs whose own SPIFFE ID the signer
+    /// issues (mc's agent and gateway).
+    pub signer_accounts: Vec<(String, String)>,
+    /// Secret in `namespace` holding the cluster issuer.
+    pub issuer_secret: String,
+}
+
+/// The accounts the signer serves by default: mc's node agent and gateway.
+pub fn default_signer_accounts() -> Vec<(String, String)> {
+    ["mc-node-agent", "mc-gateway"]
+        .into_iter()
+        .map(|sa| (mc_api::NAMESPACE.to_string(), sa.to_string()))
+        .collect()
+}
+
+/// Parses `<namespace>/<serviceaccount>`.
+pub fn parse_account(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') => {
+            Ok((ns.to_string(), sa.to_string()))
+        }
+        _ => Err(format!("{text:?} is not <namespace>/<serviceaccount>")),
+    }
 }
 
 impl Config {
@@ -42,6 +68,9 @@ impl Config {
             lease_duration: Duration::from_secs(15),
             renew_period: Duration::from_secs(5),
             retry_period: Duration::from_secs(2),
+            leaf_lifetime: Duration::from_secs(24 * 3600),
+            signer_accounts: default_signer_accounts(),
+            issuer_secret: mc_identity::ISSUER_SECRET.to_string(),
         }
     }
 }
@@ -79,5 +108,15 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn accounts_parse() {
+        assert_eq!(
+            parse_account("mc-system/mc-gateway"),
+            Ok(("mc-system".to_string(), "mc-gateway".to_string()))
+        );
+        assert!(parse_account("mc-gateway").is_err());
+        assert!(parse_account("a/b/c").is_err());
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! [`run`] is the whole controller: admin server, leader election on the
 //! Lease `<namespace>/mc-controller`, and (while leading) the Link
-//! supervisor with one mirror loop and one gateway prober per Link. The
-//! binary only parses flags and builds the Kubernetes client.
+//! supervisor with one mirror loop and one gateway prober per Link, and the
+//! certificate signer ([`signer`]). The binary only parses flags and builds
+//! the Kubernetes client.
 
 pub mod cache;
 pub mod cleanup;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod probe;
 pub mod remote;
+pub mod signer;
 pub mod status;
 pub mod sync;
 pub mod task;
@@ -94,7 +96,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
     )));
     tracing::info!(identity = %config.identity, cluster = %config.cluster_name, "controller started");
 
-    let mut supervisor: Option<Task<()>> = None;
+    let mut supervisor: Option<(Task<()>, Task<()>)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -104,7 +106,12 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
                 }
                 let leads = *leading.borrow_and_update();
                 metrics.leader(leads);
-                supervisor = leads.then(|| Task(tokio::spawn(links::supervise(ctx.clone()))));
+                supervisor = leads.then(|| {
+                    (
+                        Task(tokio::spawn(links::supervise(ctx.clone()))),
+                        Task(tokio::spawn(signer::run(ctx.clone()))),
+                    )
+                });
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use mc_controller::Config;
-use mc_controller::config::parse_duration;
+use mc_controller::config::{default_signer_accounts, parse_account, parse_duration};
 use tokio_util::sync::CancellationToken;
 
 /// Command-line flags.
@@ -44,6 +44,17 @@ struct Args {
     /// How often a standby tries to acquire the Lease.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     retry_period: Duration,
+    /// Lifetime of the leaf certificates the signer issues.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    leaf_lifetime: Duration,
+    /// A `<namespace>/<serviceaccount>` whose own SPIFFE ID the signer
+    /// issues; repeatable (default: mc-system/mc-node-agent and
+    /// mc-system/mc-gateway).
+    #[arg(long = "signer-allow", value_name = "NS/SA", value_parser = parse_account)]
+    signer_allow: Vec<(String, String)>,
+    /// Secret (in --namespace) holding the cluster issuer.
+    #[arg(long, default_value = mc_identity::ISSUER_SECRET)]
+    issuer_secret: String,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -80,6 +91,13 @@ async fn main() -> Result<()> {
         lease_duration: args.lease_duration,
         renew_period: args.renew_period,
         retry_period: args.retry_period,
+        leaf_lifetime: args.leaf_lifetime,
+        signer_accounts: if args.signer_allow.is_empty() {
+            default_signer_accounts()
+        } else {
+            args.signer_allow
+        },
+        issuer_secret: args.issuer_secret,
     };
     let client = kube::Client::try_default()
         .await

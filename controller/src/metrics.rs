@@ -9,6 +9,7 @@
 //! | `mc_mirror_changes_total` | counter | `target_cluster`, `op` (create, update, delete) |
 //! | `mc_mirror_conflicts` | gauge | `target_cluster` |
 //! | `mc_controller_leader` | gauge (0/1) | |
+//! | `mc_signer_requests_total` | counter | `decision` (signed, denied, failed), `reason` |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +34,15 @@ pub struct ChangeLabels {
     pub op: String,
 }
 
+/// Labels of the signer's decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SignerLabels {
+    /// `signed`, `denied` or `failed`.
+    pub decision: String,
+    /// Why it was denied or failed (empty when signed).
+    pub reason: String,
+}
+
 /// Probe latency buckets: 500 µs to about 16 s.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeBuckets;
@@ -53,6 +63,7 @@ pub struct Metrics {
     conflicts: Family<ClusterLabels, Gauge>,
     changes: Family<ChangeLabels, Counter>,
     leader: Gauge,
+    signer: Family<SignerLabels, Counter>,
 }
 
 fn cluster(target: &str) -> ClusterLabels {
@@ -72,6 +83,7 @@ impl Metrics {
             conflicts: Family::default(),
             changes: Family::default(),
             leader: Gauge::default(),
+            signer: Family::default(),
         };
         let mc = registry.sub_registry_with_prefix("mc");
         mc.register(
@@ -109,7 +121,22 @@ impl Metrics {
             "Whether this controller instance holds the leader Lease",
             metrics.leader.clone(),
         );
+        mc.register(
+            "signer_requests",
+            "Certificate signing requests decided by the signer",
+            metrics.signer.clone(),
+        );
         metrics
+    }
+
+    /// Counts one signer decision.
+    pub fn signer_decision(&self, decision: &str, reason: &str) {
+        self.signer
+            .get_or_create(&SignerLabels {
+                decision: decision.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Records one probe round: alive or not, and the latency when it succeeded.

@@ -22,6 +22,10 @@ use x509_parser::prelude::FromDer;
 use crate::material::Identity;
 use crate::spiffe::SpiffeId;
 
+/// `spec.signerName` of mc's CertificateSigningRequests: the controller
+/// signs these with the cluster issuer.
+pub const SIGNER_NAME: &str = "mc.dev/identity";
+
 /// A private key held in memory and the CSR that asks for its certificate.
 pub struct LeafRequest {
     id: SpiffeId,

@@ -28,6 +28,11 @@ use crate::files::parse_certs;
 use crate::spiffe::SpiffeId;
 use crate::verify::{algorithms, verify_chain};
 
+/// Secret (in `mc-system`) holding the cluster issuer: `tls.crt` (the
+/// issuer certificate), `tls.key` (its key) and `ca.crt` (the anchors).
+/// Only the controller may read it.
+pub const ISSUER_SECRET: &str = "mc-identity-issuer";
+
 /// Default lifetime of a cluster issuer: one year.
 pub const ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 

@@ -39,11 +39,11 @@ pub mod tls;
 pub mod verify;
 
 pub use authority::{IssuedLeaf, TrustAnchor};
-pub use csr::{LeafRequest, RequestError, RequestedLeaf, parse_request};
+pub use csr::{LeafRequest, RequestError, RequestedLeaf, SIGNER_NAME, parse_request};
 pub use files::IdentityPaths;
 pub use issuer::{
-    ClusterError, ClusterIssuer, ISSUER_LIFETIME, IssuingCluster, anchors_of, cluster_of_chain,
-    issuer_uri, issuing_cluster_of, valid_cluster_name,
+    ClusterError, ClusterIssuer, ISSUER_LIFETIME, ISSUER_SECRET, IssuingCluster, anchors_of,
+    cluster_of_chain, issuer_uri, issuing_cluster_of, valid_cluster_name,
 };
 pub use material::Identity;
 pub use peer::{PeerIdError, peer_spiffe_id, spiffe_id_of};

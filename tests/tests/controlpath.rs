@@ -485,6 +485,15 @@ async fn exported_services_mirror_follow_changes_and_leave_foreign_services_alon
     linked
         .answered_by_east(&format!("http://{shortened}:8080/"))
         .await?;
+    // Deleting the exported Service in east removes its mirror too.
+    services.delete(long, &DeleteParams::default()).await?;
+    let started = Instant::now();
+    wait_for(ISSUE_TARGET, || async {
+        Ok(get_service(west, &shortened).await?.is_none())
+    })
+    .await
+    .context("the mirror stayed after its Service was deleted in east")?;
+    report("remote deletion -> mirror removed", started.elapsed());
 
     // A west Service called backend-east that mc did not make: exporting
     // backend again leaves it untouched and reports the conflict.

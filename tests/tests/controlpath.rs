@@ -449,7 +449,13 @@ async fn exported_services_mirror_follow_changes_and_leave_foreign_services_alon
     .await?;
     assert_eq!(echoed, "through the new port");
 
-    // Unexport: the mirror goes and the call fails.
+    // Unexport: the mirror goes and the call fails, by name and by the
+    // address a client may still hold.
+    let old_ip = get_service(west, "backend-east")
+        .await?
+        .and_then(|s| s.spec)
+        .and_then(|s| s.cluster_ip)
+        .context("backend-east has no ClusterIP")?;
     linked.mc(&["--context", "east", "unexport", "svc/backend"])?;
     let started = Instant::now();
     wait_for(ISSUE_TARGET, || async {
@@ -462,6 +468,11 @@ async fn exported_services_mirror_follow_changes_and_leave_foreign_services_alon
     assert!(
         refused.is_err(),
         "still answered after unexport: {refused:?}"
+    );
+    let refused = linked.curl(&format!("http://{old_ip}:80/"));
+    assert!(
+        refused.is_err(),
+        "the old ClusterIP still answered after unexport: {refused:?}"
     );
 
     // A 60-character name mirrors under the shortened, deterministic name

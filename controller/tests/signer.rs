@@ -15,8 +15,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use mc_identity::{
-    ClusterIssuer, ISSUER_SECRET, LeafRequest, SIGNER_NAME, SpiffeId, TrustAnchor, anchors_of,
-    cluster_of_chain, files::parse_certs,
+    CertSource, ClusterIssuer, CsrCertSource, CsrConfig, ISSUER_SECRET, LeafRequest, SIGNER_NAME,
+    SpiffeId, TrustAnchor, anchors_of, cluster_of_chain, files::parse_certs,
 };
 use rustls::pki_types::UnixTime;
 use serde_json::json;
@@ -58,6 +58,13 @@ async fn put_issuer(cluster: &Cluster, issuer: &ClusterIssuer) {
 
 impl Signing {
     async fn start(with_issuer: bool) -> Signing {
+        Signing::start_with(with_issuer, |_| {}).await
+    }
+
+    async fn start_with(
+        with_issuer: bool,
+        tweak: impl FnOnce(&mut mc_controller::Config),
+    ) -> Signing {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = Cluster::start(&dir.path().join("west"), 0, false).await;
@@ -80,7 +87,9 @@ impl Signing {
             .create(&PostParams::default(), &role)
             .await
             .expect("role created");
-        let controller = start_controller(cluster.admin.clone(), fast_config("signer"));
+        let mut config = fast_config("signer");
+        tweak(&mut config);
+        let controller = start_controller(cluster.admin.clone(), config);
         Signing {
             cluster,
             anchor,
@@ -260,4 +269,54 @@ async fn requests_wait_for_the_issuer_and_are_signed_once_it_exists() {
     assert_eq!(kind, "Approved");
     assert!(certificate.is_some());
     signing.controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_csr_source_gets_its_identity_renews_it_and_keeps_it_while_the_signer_is_down() {
+    let lifetime = Duration::from_secs(9);
+    let signing = Signing::start_with(true, |c| c.leaf_lifetime = lifetime).await;
+    let agent = signing.client_as(NS, "mc-node-agent").await;
+    let anchors = signing._dir.path().join("ca.crt");
+    std::fs::write(&anchors, signing.anchor.cert_pem()).expect("anchors file");
+    let id = SpiffeId::system(TD, "mc-node-agent").expect("id");
+    let cfg = CsrConfig::new(id.clone(), anchors, "mc-node-agent-node-0");
+    let source = tokio::time::timeout(SOON, CsrCertSource::start(agent, cfg))
+        .await
+        .expect("first certificate within 10 s");
+    let first = source.current();
+    assert_eq!(first.id(), &id);
+
+    // Renewed at two thirds of the lifetime, before the first one expires.
+    let second = eventually(SOON, "a renewed certificate", || async {
+        let now = source.current();
+        (now.not_after() > first.not_after()).then_some(now)
+    })
+    .await;
+    assert!(std::time::SystemTime::now() < first.not_after());
+
+    // Signer down: the current certificate stays in use past its renewal time.
+    signing.controller.shutdown().await;
+    tokio::time::sleep(
+        second
+            .renew_at()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            + Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(source.current().not_after(), second.not_after());
+
+    // Signer back: renewal succeeds.
+    let controller = start_controller(signing.cluster.admin.clone(), {
+        let mut config = fast_config("signer-2");
+        config.leaf_lifetime = lifetime;
+        config
+    });
+    eventually(
+        Duration::from_secs(20),
+        "renewal once the signer is back",
+        || async { (source.current().not_after() > second.not_after()).then_some(()) },
+    )
+    .await;
+    controller.shutdown().await;
 }

@@ -16,7 +16,9 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use clap::Parser;
 use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
-use mc_identity::{FileCertSource, IdentityPaths};
+use mc_identity::{
+    CertSource, CsrCertSource, CsrConfig, FileCertSource, IdentityPaths, SourceKind, SpiffeId,
+};
 use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,10 +40,29 @@ struct Args {
     /// Address of the admin server (/live, /ready, /metrics).
     #[arg(long, env = "MC_ADMIN_LISTEN", default_value = "0.0.0.0:4191")]
     admin_listen: SocketAddr,
-    /// Directory holding this gateway's identity: tls.crt (leaf then
-    /// intermediates), tls.key and ca.crt (trust anchors).
+    /// Directory holding this gateway's identity: ca.crt (trust anchors)
+    /// and, with `--identity-source files`, tls.crt (leaf then
+    /// intermediates) and tls.key.
     #[arg(long, env = "MC_IDENTITY_DIR", default_value = "/var/run/mc/identity")]
     identity_dir: PathBuf,
+    /// Where the certificate comes from: `csr` (a key generated in memory,
+    /// the certificate from the controller's signer through a
+    /// CertificateSigningRequest, renewed at two thirds of its lifetime) or
+    /// `files` (tls.crt and tls.key in --identity-dir).
+    #[arg(long, env = "MC_IDENTITY_SOURCE", default_value = "files")]
+    identity_source: SourceKind,
+    /// Trust domain of the SPIFFE ID requested with `--identity-source csr`.
+    #[arg(long, env = "MC_TRUST_DOMAIN", default_value = mc_api::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// Namespace and ServiceAccount this gateway runs as (its SPIFFE ID).
+    #[arg(long, env = "POD_NAMESPACE", default_value = mc_api::NAMESPACE)]
+    pod_namespace: String,
+    /// ServiceAccount this gateway runs as.
+    #[arg(long, env = "MC_SERVICE_ACCOUNT", default_value = "mc-gateway")]
+    service_account: String,
+    /// This pod's name, used in the names of its CertificateSigningRequests.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     /// Longest wait, in seconds, for a TLS handshake and for a stream's request header.
     #[arg(long, value_parser = parse_secs, default_value = "10")]
     handshake_timeout_secs: Duration,
@@ -59,6 +80,39 @@ struct Args {
     idle_timeout_secs: u64,
 }
 
+/// The gateway's identity, as `--identity-source` says; with `csr`, waits
+/// until the first certificate is issued.
+async fn identity_source(args: &Args, client: kube::Client) -> Result<Arc<dyn CertSource>> {
+    match args.identity_source {
+        SourceKind::Files => {
+            let source = FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir))
+                .with_context(|| {
+                    format!(
+                        "loading the gateway identity from {}",
+                        args.identity_dir.display()
+                    )
+                })?;
+            Ok(Arc::new(source))
+        }
+        SourceKind::Csr => {
+            let id = SpiffeId::new(
+                &args.trust_domain,
+                &args.pod_namespace,
+                &args.service_account,
+            )
+            .context("the gateway's SPIFFE ID")?;
+            let prefix = args.pod_name.as_deref().unwrap_or(&args.service_account);
+            let cfg = CsrConfig::new(
+                id,
+                IdentityPaths::in_dir(&args.identity_dir).anchors,
+                prefix,
+            );
+            tracing::info!(id = %cfg.id, "requesting the gateway certificate");
+            Ok(CsrCertSource::start(client, cfg).await)
+        }
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
@@ -74,15 +128,6 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
 
-    let source = Arc::new(
-        FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir)).with_context(|| {
-            format!(
-                "loading the gateway identity from {}",
-                args.identity_dir.display()
-            )
-        })?,
-    );
-    let tls = mc_identity::server_config(source).context("building the TLS server config")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -90,11 +135,14 @@ async fn main() -> Result<()> {
     let targets = Arc::new(ArcSwap::from_pointee(Targets::default()));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ProxyMetrics::register(Side::Gateway, &mut registry);
+    // Not ready until the identity is in hand and the caches are synced.
     let readiness = Readiness::new();
     let admin = tokio::spawn(mc_admin::serve(
         args.admin_listen,
         AdminState::new(registry, readiness.clone()),
     ));
+    let source = identity_source(&args, client.clone()).await?;
+    let tls = mc_identity::server_config(source).context("building the TLS server config")?;
     let watch = tokio::spawn(watch::run(client, targets.clone(), readiness.clone()));
 
     let listener = TcpListener::bind(args.listen)

@@ -204,8 +204,10 @@ fn leaf_params(id: &SpiffeId, lifetime: Duration) -> Result<CertificateParams> {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
+    // Backdated for clock skew, but by at most a tenth of the lifetime so
+    // that renewing at two thirds of it stays meaningful for short leaves.
     let now = SystemTime::now();
-    params.not_before = (now - BACKDATE).into();
+    params.not_before = (now - BACKDATE.min(lifetime / 10)).into();
     params.not_after = (now + lifetime).into();
     Ok(params)
 }

@@ -5,8 +5,10 @@
 //!   `spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>`.
 //! * [`Identity`]: a checked leaf chain + key + trust anchors.
 //! * [`CertSource`]: where the current [`Identity`] comes from; implemented
-//!   by [`SharedIdentity`] (in memory, swappable) and [`FileCertSource`]
-//!   (`tls.crt`/`tls.key`/`ca.crt`). Configs ask it on every handshake, so
+//!   by [`SharedIdentity`] (in memory, swappable), [`FileCertSource`]
+//!   (`tls.crt`/`tls.key`/`ca.crt`) and [`CsrCertSource`] (issued through
+//!   Kubernetes CSRs, renewed at two thirds of the lifetime). Configs ask it
+//!   on every handshake, so
 //!   rotation needs no new config.
 //! * [`server_config`] (gateway) and [`client_config`] (agent): TLS 1.3
 //!   only, mutual, resumption on.
@@ -29,6 +31,7 @@
 
 pub mod authority;
 pub mod csr;
+pub mod csr_source;
 pub mod files;
 pub mod issuer;
 pub mod material;
@@ -40,6 +43,7 @@ pub mod verify;
 
 pub use authority::{IssuedLeaf, TrustAnchor};
 pub use csr::{LeafRequest, RequestError, RequestedLeaf, SIGNER_NAME, parse_request};
+pub use csr_source::{CsrCertSource, CsrConfig, SourceKind};
 pub use files::IdentityPaths;
 pub use issuer::{
     ClusterError, ClusterIssuer, ISSUER_LIFETIME, ISSUER_SECRET, IssuingCluster, anchors_of,

@@ -4,6 +4,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use mc_identity::SourceKind;
 
 use crate::kernel::{
     DEFAULT_FWMARK, DEFAULT_LISTEN, DEFAULT_ROUTE_TABLE, DEFAULT_RULE_PRIORITY, KernelConfig,
@@ -23,7 +24,7 @@ pub struct Cli {
 pub enum Command {
     /// Program the kernel and serve intercepted connections until SIGTERM,
     /// then remove everything it added.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove everything mc added on this node (nftables table `inet mc`,
     /// rules and routes tagged `proto 109`), whatever flags the agent ran with.
     Cleanup,
@@ -63,9 +64,25 @@ pub struct RunArgs {
     /// (the DaemonSet sets it from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// Directory holding the agent's identity: tls.crt, tls.key, ca.crt.
+    /// Directory holding the agent's identity: ca.crt (trust anchors) and,
+    /// with `--identity-source files`, tls.crt and tls.key.
     #[arg(long, env = "MC_IDENTITY_DIR", default_value = "/var/run/mc/identity")]
     pub identity_dir: PathBuf,
+    /// Where the certificate comes from: `csr` (a key generated in memory,
+    /// the certificate from the controller's signer through a
+    /// CertificateSigningRequest, renewed at two thirds of its lifetime) or
+    /// `files` (tls.crt and tls.key in --identity-dir).
+    #[arg(long, env = "MC_IDENTITY_SOURCE", default_value = "files")]
+    pub identity_source: SourceKind,
+    /// Trust domain of the SPIFFE ID requested with `--identity-source csr`.
+    #[arg(long, env = "MC_TRUST_DOMAIN", default_value = mc_api::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Namespace the agent runs in (its SPIFFE ID).
+    #[arg(long, env = "POD_NAMESPACE", default_value = mc_api::NAMESPACE)]
+    pub pod_namespace: String,
+    /// ServiceAccount the agent runs as (its SPIFFE ID).
+    #[arg(long, env = "MC_SERVICE_ACCOUNT", default_value = "mc-node-agent")]
+    pub service_account: String,
     /// Namespace of the Link resources.
     #[arg(long, env = "MC_LINKS_NAMESPACE", default_value = mc_api::NAMESPACE)]
     pub links_namespace: String,

@@ -13,7 +13,7 @@ async fn main() -> Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Run(args) => mc_node_agent::run::run(args).await,
+        Command::Run(args) => mc_node_agent::run::run(*args).await,
         Command::Cleanup => mc_node_agent::kernel::cleanup().await,
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
-use mc_identity::{CertSource, FileCertSource, IdentityPaths};
+use mc_identity::{
+    CertSource, CsrCertSource, CsrConfig, FileCertSource, IdentityPaths, SourceKind, SpiffeId,
+};
 use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -73,14 +75,6 @@ impl Proxy {
             .cluster_name
             .clone()
             .context("--cluster-name is required")?;
-        let source: Arc<dyn CertSource> = Arc::new(
-            FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir)).with_context(|| {
-                format!(
-                    "loading the agent identity from {}",
-                    args.identity_dir.display()
-                )
-            })?,
-        );
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
@@ -107,6 +101,8 @@ impl Proxy {
                 tracing::error!(error = format!("{error:#}"), "admin server stopped");
             }
         });
+        // Not ready (the admin server says so) until the identity is in hand.
+        let source = identity_source(args, client.clone()).await?;
 
         let views = Arc::new(Views::default());
         let tunnels = Arc::new(ArcSwap::from_pointee(Tunnels::default()));
@@ -164,6 +160,42 @@ impl Proxy {
             let workloads = views.workloads.load();
             outbound::proxy(conn, target, tunnels, &workloads, &metrics, &cfg).await;
         });
+    }
+}
+
+/// The agent's identity, as `--identity-source` says; with `csr`, waits
+/// until the first certificate is issued.
+async fn identity_source(args: &RunArgs, client: kube::Client) -> Result<Arc<dyn CertSource>> {
+    match args.identity_source {
+        SourceKind::Files => {
+            let source = FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir))
+                .with_context(|| {
+                    format!(
+                        "loading the agent identity from {}",
+                        args.identity_dir.display()
+                    )
+                })?;
+            Ok(Arc::new(source))
+        }
+        SourceKind::Csr => {
+            let id = SpiffeId::new(
+                &args.trust_domain,
+                &args.pod_namespace,
+                &args.service_account,
+            )
+            .context("the agent's SPIFFE ID")?;
+            let prefix = match &args.node_name {
+                Some(node) => format!("{}-{node}", args.service_account),
+                None => args.service_account.clone(),
+            };
+            let cfg = CsrConfig::new(
+                id,
+                IdentityPaths::in_dir(&args.identity_dir).anchors,
+                &prefix,
+            );
+            info!(id = %cfg.id, "requesting the agent certificate");
+            Ok(CsrCertSource::start(client, cfg).await)
+        }
     }
 }
 

@@ -112,8 +112,35 @@ pub struct InstallArgs {
     /// Where a newly generated trust anchor is saved when --identity-dir is not given.
     #[arg(long, value_name = "DIR", default_value = "mc-identity")]
     pub identity_out: PathBuf,
-    /// Leave the identity Secrets out (you provide mc-trust-anchor,
-    /// mc-gateway-identity and mc-node-agent-identity yourself).
+    /// Trust anchors (PEM) to install instead of the one in --identity-dir;
+    /// needs --identity-issuer-certificate-file and --identity-issuer-key-file
+    /// (an issuer signed by one of these anchors, for this cluster).
+    #[arg(long, value_name = "FILE", requires_all = ["identity_issuer_certificate_file", "identity_issuer_key_file"], conflicts_with = "no_identity_secrets")]
+    pub identity_trust_anchors_file: Option<PathBuf>,
+    /// This cluster's issuer certificate (PEM, an intermediate CA signed by
+    /// the trust anchor, URI SAN `spiffe://<trust-domain>/cluster/<name>`);
+    /// default: generated from the anchor in --identity-dir.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "identity_issuer_key_file",
+        conflicts_with = "no_identity_secrets"
+    )]
+    pub identity_issuer_certificate_file: Option<PathBuf>,
+    /// The issuer's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "identity_issuer_certificate_file",
+        conflicts_with = "no_identity_secrets"
+    )]
+    pub identity_issuer_key_file: Option<PathBuf>,
+    /// Lifetime of the leaf certificates the controller signs for the
+    /// gateway and the node agents (renewed at two thirds of it).
+    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    pub identity_leaf_lifetime: Duration,
+    /// Leave the identity Secrets out (you provide mc-trust-anchor and
+    /// mc-identity-issuer yourself).
     #[arg(long)]
     pub no_identity_secrets: bool,
     /// Service type of the gateway.
@@ -129,6 +156,9 @@ pub struct InstallArgs {
     #[arg(long)]
     pub apply: bool,
 }
+
+/// Default lifetime of the leaf certificates the controller signs.
+pub const DEFAULT_LEAF_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The image of this version of mc.
 pub fn default_image() -> String {

@@ -1,11 +1,12 @@
 //! `install` and `identity init`: the trust anchor is read from
-//! --identity-dir or generated and saved, then every object is printed or
-//! applied.
+//! --identity-dir or generated and saved, this cluster's issuer is signed by
+//! it (or read from --identity-issuer-*-file), then every object is printed
+//! or applied.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use mc_identity::TrustAnchor;
+use mc_identity::{ClusterIssuer, ISSUER_LIFETIME, TrustAnchor};
 
 use crate::apply;
 use crate::cli::{Global, InstallArgs, OutputFormat};
@@ -68,6 +69,53 @@ fn install_anchor(args: &InstallArgs) -> Result<Option<TrustAnchor>> {
     Ok(Some(anchor))
 }
 
+fn read_file(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} from {}", path.display()))
+}
+
+/// This cluster's issuer: from the issuer files, or signed now by the
+/// anchor of --identity-dir (or a new one).
+fn install_issuer(args: &InstallArgs) -> Result<Option<ClusterIssuer>> {
+    if let (Some(cert), Some(key)) = (
+        &args.identity_issuer_certificate_file,
+        &args.identity_issuer_key_file,
+    ) {
+        let anchors = match (&args.identity_trust_anchors_file, &args.identity_dir) {
+            (Some(file), _) => read_file(file, "trust anchors")?,
+            (None, Some(dir)) => read_file(&dir.join("ca.crt"), "trust anchor")?,
+            (None, None) => bail!(
+                "--identity-issuer-certificate-file needs the trust anchors it chains to: \
+                 pass --identity-trust-anchors-file or --identity-dir"
+            ),
+        };
+        let issuer = ClusterIssuer::from_pem(
+            &read_file(cert, "issuer certificate")?,
+            &read_file(key, "issuer key")?,
+            &anchors,
+        )
+        .context("the issuer given with --identity-issuer-certificate-file")?;
+        let named = issuer.cluster();
+        if named.cluster != args.cluster_name || named.trust_domain != args.trust_domain {
+            bail!(
+                "the issuer certificate is for cluster {:?} in trust domain {:?}, not {:?} in {:?}",
+                named.cluster,
+                named.trust_domain,
+                args.cluster_name,
+                args.trust_domain
+            );
+        }
+        return Ok(Some(issuer));
+    }
+    let Some(anchor) = install_anchor(args)? else {
+        return Ok(None);
+    };
+    let issuer = anchor
+        .issue_cluster_issuer(&args.cluster_name, ISSUER_LIFETIME)
+        .with_context(|| format!("issuing the issuer of cluster {:?}", args.cluster_name))?;
+    Ok(Some(issuer))
+}
+
 /// `kubectl mc install`.
 pub async fn run(global: &Global, args: &InstallArgs) -> Result<()> {
     if args.gateway_replicas < 1 {
@@ -82,9 +130,9 @@ pub async fn run(global: &Global, args: &InstallArgs) -> Result<()> {
             None
         }
     };
-    let anchor = install_anchor(args)?;
+    let issuer = install_issuer(args)?;
     let opts = InstallOptions::from(args);
-    let objects = manifests::render(&opts, anchor.as_ref())?;
+    let objects = manifests::render(&opts, issuer.as_ref())?;
     match ctx {
         None => {
             print!("{}", objects::print(&objects, format)?);

@@ -18,7 +18,8 @@ use crate::apply::{self, Progress};
 use crate::cli::{Global, LinkArgs, OutputFormat};
 use crate::kube_ctx::{ClusterAccess, KubeContext};
 use crate::manifests::meta::{
-    GATEWAY, LINK_CREDENTIALS_TYPE, LINK_KUBECONFIG_KEY, LINK_READER, link_secret, system_meta,
+    GATEWAY, LINK_CREDENTIALS_TYPE, LINK_KUBECONFIG_KEY, LINK_READER, TRUST_ANCHOR_SECRET,
+    link_secret, system_meta,
 };
 use crate::manifests::rbac;
 use crate::mesh_config::{self, MeshConfig};
@@ -241,6 +242,54 @@ pub async fn ensure_link_crd(ctx: &KubeContext) -> Result<()> {
     }
 }
 
+/// The trust anchors (`mc-trust-anchor` ca.crt, DER) of a cluster, or
+/// `None` when the Secret is absent.
+async fn trust_anchors(ctx: &KubeContext) -> Result<Option<Vec<Vec<u8>>>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), mc_api::NAMESPACE);
+    let secret = secrets
+        .get_opt(TRUST_ANCHOR_SECRET)
+        .await
+        .map_err(|e| ctx.error(format!("reading Secret {TRUST_ANCHOR_SECRET}"), &e))?;
+    let Some(pem) = secret
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("ca.crt").cloned())
+    else {
+        return Ok(None);
+    };
+    let pem = String::from_utf8_lossy(&pem.0).into_owned();
+    let certs = mc_identity::files::parse_certs(&pem, "trust anchors")
+        .with_context(|| format!("the trust anchors of context {:?}", ctx.name))?;
+    Ok(Some(certs.into_iter().map(|c| c.to_vec()).collect()))
+}
+
+/// Refuses to link clusters whose trust anchors have nothing in common:
+/// their agents and gateways could never authenticate each other.
+pub async fn check_shared_anchor(target: &KubeContext, destination: &KubeContext) -> Result<()> {
+    match (
+        trust_anchors(target).await?,
+        trust_anchors(destination).await?,
+    ) {
+        (Some(ours), Some(theirs)) => {
+            if !ours.iter().any(|anchor| theirs.contains(anchor)) {
+                bail!(
+                    "trust anchors differ: {:?} and {:?} were installed with different anchors, so their \
+                     gateways and agents would refuse each other; re-install one with the other's \
+                     --identity-dir (the same ca.crt and ca.key)",
+                    target.name,
+                    destination.name
+                );
+            }
+        }
+        _ => eprintln!(
+            "warning: Secret {}/{TRUST_ANCHOR_SECRET} is missing in {:?} or {:?}; cannot compare trust anchors",
+            mc_api::NAMESPACE,
+            target.name,
+            destination.name
+        ),
+    }
+    Ok(())
+}
+
 /// `kubectl mc link`.
 pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
     let format = global.output.unwrap_or(OutputFormat::Yaml);
@@ -300,6 +349,7 @@ pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
                     theirs.trust_domain
                 );
             }
+            check_shared_anchor(&target, &destination).await?;
             Some(destination)
         }
         None => None,

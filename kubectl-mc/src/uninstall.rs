@@ -11,7 +11,8 @@ use crate::cli::{Global, OutputFormat, UninstallArgs};
 use crate::gateways::list_links;
 use crate::kube_ctx::{KubeContext, status_code};
 use crate::manifests::meta::{
-    self, GATEWAY, NODE_AGENT, PART_OF_SELECTOR, TRUST_ANCHOR_SECRET, identity_secret, system_meta,
+    self, GATEWAY, ISSUER_SECRET, NODE_AGENT, PART_OF_SELECTOR, TRUST_ANCHOR_SECRET,
+    identity_secret, system_meta,
 };
 use crate::manifests::{self, rbac};
 use crate::mesh_config;
@@ -24,8 +25,10 @@ pub fn installed_objects(cluster_name: &str) -> Result<Vec<Object>> {
     let mut objects = manifests::render(&manifests::default_options(cluster_name), None)?;
     // Identity Secrets and the remote reader go after the namespace and CRD.
     let mut extra = Vec::new();
+    // The leaf Secrets are what installs before CSR issuance wrote.
     for name in [
         TRUST_ANCHOR_SECRET.to_string(),
+        ISSUER_SECRET.to_string(),
         identity_secret(GATEWAY),
         identity_secret(NODE_AGENT),
     ] {

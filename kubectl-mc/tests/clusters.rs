@@ -58,7 +58,12 @@ async fn install_applies_everything_and_prints_what_deploy_holds() {
         );
         assert_eq!(
             container.args.as_deref(),
-            Some(&[format!("--cluster-name={ctx}")][..])
+            Some(
+                &[
+                    format!("--cluster-name={ctx}"),
+                    "--leaf-lifetime=86400s".to_string()
+                ][..]
+            )
         );
         Api::<DaemonSet>::namespaced(client.clone(), "mc-system")
             .get("mc-node-agent")
@@ -90,6 +95,11 @@ async fn install_applies_everything_and_prints_what_deploy_holds() {
             vec![
                 (String::new(), "services".to_string(), read.clone()),
                 (
+                    "certificates.k8s.io".to_string(),
+                    "certificatesigningrequests".to_string(),
+                    vec!["create".to_string(), "get".to_string(), "watch".to_string()]
+                ),
+                (
                     "discovery.k8s.io".to_string(),
                     "endpointslices".to_string(),
                     read.clone()
@@ -116,22 +126,31 @@ async fn install_applies_everything_and_prints_what_deploy_holds() {
         );
         let shared = std::fs::read(c.identity_dir().join("ca.crt")).unwrap();
         assert_eq!(data["ca.crt"].0, shared);
-        let gw = Api::<Secret>::namespaced(client.clone(), "mc-system")
-            .get("mc-gateway-identity")
+        // This cluster's issuer, signed by the shared anchor; no leaf is
+        // rendered (agents and gateways request theirs through CSRs).
+        let issuer = Api::<Secret>::namespaced(client.clone(), "mc-system")
+            .get("mc-identity-issuer")
             .await
-            .expect("gateway identity");
-        assert_eq!(gw.type_.as_deref(), Some("kubernetes.io/tls"));
-        let gw = gw.data.unwrap();
-        let identity = mc_identity::Identity::from_pem(
-            &String::from_utf8_lossy(&gw["tls.crt"].0),
-            &String::from_utf8_lossy(&gw["tls.key"].0),
-            &String::from_utf8_lossy(&gw["ca.crt"].0),
+            .expect("issuer Secret");
+        assert_eq!(issuer.type_.as_deref(), Some("kubernetes.io/tls"));
+        let issuer = issuer.data.unwrap();
+        let issuer = mc_identity::ClusterIssuer::from_pem(
+            &String::from_utf8_lossy(&issuer["tls.crt"].0),
+            &String::from_utf8_lossy(&issuer["tls.key"].0),
+            &String::from_utf8_lossy(&shared),
         )
-        .expect("gateway identity chains to the anchor");
-        assert_eq!(
-            identity.id().to_string(),
-            "spiffe://mc.local/ns/mc-system/sa/mc-gateway"
-        );
+        .expect("the issuer chains to the shared anchor");
+        assert_eq!(issuer.cluster().cluster, ctx);
+        for leaf in ["mc-gateway-identity", "mc-node-agent-identity"] {
+            assert!(
+                Api::<Secret>::namespaced(client.clone(), "mc-system")
+                    .get_opt(leaf)
+                    .await
+                    .expect("read")
+                    .is_none(),
+                "{leaf} is not rendered any more"
+            );
+        }
     }
 
     // Applying again replaces in place.
@@ -155,30 +174,35 @@ async fn install_applies_everything_and_prints_what_deploy_holds() {
         again.stdout
     );
 
-    // Printing without --apply gives deploy/mc.yaml plus the identity Secrets.
+    // Printing without --apply gives the identity Secrets, and without them
+    // exactly deploy/mc.yaml.
     let printed = c
         .mc(&[
             "install",
             "--cluster-name",
-            "CLUSTER",
+            "east",
             "--identity-dir",
             dir.to_str().unwrap(),
         ])
         .await
         .ok();
-    let mut printed = by_kind_and_name(yaml_docs(&printed.stdout));
-    for secret in [
-        "mc-trust-anchor",
-        "mc-gateway-identity",
-        "mc-node-agent-identity",
-    ] {
+    let printed = by_kind_and_name(yaml_docs(&printed.stdout));
+    for secret in ["mc-trust-anchor", "mc-identity-issuer"] {
         assert!(
-            printed
-                .remove(&("Secret".to_string(), secret.to_string()))
-                .is_some(),
+            printed.contains_key(&("Secret".to_string(), secret.to_string())),
             "{secret} printed"
         );
     }
+    let printed = c
+        .mc(&[
+            "install",
+            "--cluster-name",
+            "CLUSTER",
+            "--no-identity-secrets",
+        ])
+        .await
+        .ok();
+    let printed = by_kind_and_name(yaml_docs(&printed.stdout));
     let deploy =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mc.yaml")).unwrap();
     assert_eq!(printed, by_kind_and_name(yaml_docs(&deploy)));
@@ -1064,4 +1088,49 @@ async fn check_verifies_the_identity_a_reachable_gateway_presents() {
             .contains("same --identity-dir"),
         "{anchors}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_refuses_clusters_installed_with_different_anchors() {
+    let c = Clusters::start().await;
+    for ctx in ["east", "west"] {
+        // Each install generates its own anchor.
+        let out = c.identity_dir().join(ctx);
+        c.mc(&[
+            "--context",
+            ctx,
+            "install",
+            "--cluster-name",
+            ctx,
+            "--identity-out",
+            out.to_str().unwrap(),
+            "--apply",
+        ])
+        .await
+        .ok();
+    }
+    let refused = c
+        .mc(&[
+            "--context",
+            "east",
+            "link",
+            "--cluster-name",
+            "east",
+            "--gateway-address",
+            "127.0.0.1",
+            "--apply-to",
+            "west",
+        ])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("trust anchors differ"),
+        "{}",
+        refused.stderr
+    );
+    let links = Api::<Link>::namespaced(c.client("west").await, "mc-system")
+        .list(&Default::default())
+        .await
+        .expect("links");
+    assert!(links.items.is_empty(), "nothing linked");
 }

@@ -10,7 +10,7 @@ use super::certs::{self, Expiry};
 use super::snapshot::{Fetched, Snapshot, fetched_text};
 use super::{Check, Outcome};
 use crate::manifests::meta::{
-    CONFIG_MAP, CONTROLLER, GATEWAY, NODE_AGENT, TRUST_ANCHOR_SECRET, identity_secret,
+    CONFIG_MAP, CONTROLLER, GATEWAY, ISSUER_SECRET, NODE_AGENT, TRUST_ANCHOR_SECRET,
 };
 use crate::manifests::rbac;
 use crate::mesh_config::MeshConfig;
@@ -262,33 +262,32 @@ impl Check for GatewayServiceAddress {
     }
 }
 
-/// `identity Secrets hold valid certificates chained to the trust anchor`.
+/// `identity Secrets chain to the trust anchor`: the issuer Secret holds
+/// an issuer for this cluster, signed by the anchor in `mc-trust-anchor`.
 pub struct IdentitySecrets;
 
 impl IdentitySecrets {
-    fn one(
-        s: &Snapshot,
-        sa: &str,
-        anchor: &str,
-        config: Option<&MeshConfig>,
-    ) -> Result<(), String> {
-        let name = identity_secret(sa);
-        let secret = s.secrets.get(&name).cloned().unwrap_or(Ok(None));
+    fn issuer(s: &Snapshot, anchor: &str, config: Option<&MeshConfig>) -> Result<(), String> {
+        let secret = s.secrets.get(ISSUER_SECRET).cloned().unwrap_or(Ok(None));
         let text = |key: &str| -> Result<String, String> {
-            fetched_text(&secret, key)?.ok_or_else(|| format!("Secret {NS}/{name} has no {key}"))
+            fetched_text(&secret, key)?
+                .ok_or_else(|| format!("Secret {NS}/{ISSUER_SECRET} has no {key}"))
         };
         let (crt, key, ca) = (text("tls.crt")?, text("tls.key")?, text("ca.crt")?);
         if ca.trim() != anchor.trim() {
             return Err(format!(
-                "{name}'s ca.crt is not the anchor in {TRUST_ANCHOR_SECRET}"
+                "{ISSUER_SECRET}'s ca.crt is not the anchor in {TRUST_ANCHOR_SECRET}"
             ));
         }
-        let identity = mc_identity::Identity::from_pem(&crt, &key, &ca)
-            .map_err(|e| format!("{name}: {e:#}"))?;
+        let issuer = mc_identity::ClusterIssuer::from_pem(&crt, &key, &ca)
+            .map_err(|e| format!("{ISSUER_SECRET}: {e:#}"))?;
         if let Some(config) = config {
-            let want = mc_api::spiffe_id(&config.trust_domain, NS, sa);
-            if identity.id().to_string() != want {
-                return Err(format!("{name} proves {} instead of {want}", identity.id()));
+            let named = issuer.cluster();
+            if named.cluster != config.cluster_name || named.trust_domain != config.trust_domain {
+                return Err(format!(
+                    "{ISSUER_SECRET} is the issuer of cluster {:?} in trust domain {:?}, not {:?} in {:?}",
+                    named.cluster, named.trust_domain, config.cluster_name, config.trust_domain
+                ));
             }
         }
         Ok(())
@@ -315,18 +314,11 @@ impl Check for IdentitySecrets {
             }
             Err(e) => return Outcome::Fail(format!("cannot read {TRUST_ANCHOR_SECRET}: {e}")),
         };
-        let config = mesh_config(s);
-        let problems: Vec<String> = [GATEWAY, NODE_AGENT]
-            .iter()
-            .filter_map(|sa| Self::one(s, sa, &anchor, config.as_ref()).err())
-            .collect();
-        if problems.is_empty() {
-            Outcome::Pass
-        } else {
-            Outcome::Fail(format!(
-                "{}: re-run install with --identity-dir pointing at the shared anchor",
-                problems.join("; ")
-            ))
+        match Self::issuer(s, &anchor, mesh_config(s).as_ref()) {
+            Ok(()) => Outcome::Pass,
+            Err(problem) => Outcome::Fail(format!(
+                "{problem}: re-run install with --identity-dir pointing at the shared anchor"
+            )),
         }
     }
 }
@@ -344,12 +336,8 @@ impl Check for CertificatesNotExpiring {
         let mut expired = Vec::new();
         let mut soon = Vec::new();
         let mut seen = 0;
-        for (secret, key) in [
-            (TRUST_ANCHOR_SECRET.to_string(), "ca.crt"),
-            (identity_secret(GATEWAY), "tls.crt"),
-            (identity_secret(NODE_AGENT), "tls.crt"),
-        ] {
-            let fetched = s.secrets.get(&secret).cloned().unwrap_or(Ok(None));
+        for (secret, key) in [(TRUST_ANCHOR_SECRET, "ca.crt"), (ISSUER_SECRET, "tls.crt")] {
+            let fetched = s.secrets.get(secret).cloned().unwrap_or(Ok(None));
             let Ok(Some(pem)) = fetched_text(&fetched, key) else {
                 continue;
             };
@@ -368,8 +356,7 @@ impl Check for CertificatesNotExpiring {
                 }
             }
         }
-        let renew =
-            "re-run install --apply with the shared --identity-dir to issue new certificates";
+        let renew = "re-run install --apply with the shared --identity-dir to issue a new issuer (leaves renew themselves)";
         if seen == 0 {
             Outcome::Skip("no identity Secret to inspect".into())
         } else if !expired.is_empty() {

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::tls_probe::{self, GatewayTls};
 use crate::kube_ctx::KubeContext;
 use crate::manifests::meta::{
-    CONFIG_MAP, CONTROLLER, GATEWAY, NODE_AGENT, TRUST_ANCHOR_SECRET, identity_secret,
+    CONFIG_MAP, CONTROLLER, GATEWAY, ISSUER_SECRET, NODE_AGENT, TRUST_ANCHOR_SECRET,
 };
 use crate::mesh_config::MeshConfig;
 
@@ -251,13 +251,9 @@ pub async fn take(
         snap.deployments
             .insert(name.into(), get(ctx, &deployments, name).await);
     }
-    for name in [
-        TRUST_ANCHOR_SECRET.to_string(),
-        identity_secret(GATEWAY),
-        identity_secret(NODE_AGENT),
-    ] {
-        let fetched = get(ctx, &secrets, &name).await;
-        snap.secrets.insert(name, fetched);
+    for name in [TRUST_ANCHOR_SECRET, ISSUER_SECRET] {
+        let fetched = get(ctx, &secrets, name).await;
+        snap.secrets.insert(name.to_string(), fetched);
     }
     if !matches!(snap.crd, Ok(Some(_))) {
         return snap;

@@ -25,6 +25,9 @@ pub const NODE_AGENT: &str = "mc-node-agent";
 pub const CONFIG_MAP: &str = "mc-config";
 /// The Secret holding only the trust anchor certificate.
 pub const TRUST_ANCHOR_SECRET: &str = "mc-trust-anchor";
+/// The Secret holding this cluster's issuer (intermediate CA): only the
+/// controller reads it.
+pub const ISSUER_SECRET: &str = mc_identity::ISSUER_SECRET;
 /// ServiceAccount and ClusterRole(Binding) of the remote reader `link` creates.
 pub const LINK_READER: &str = "mc-link-reader";
 /// Type of a Link's credentials Secret.
@@ -33,10 +36,12 @@ pub const LINK_CREDENTIALS_TYPE: &str = "mc.dev/link-credentials";
 pub const LINK_KUBECONFIG_KEY: &str = "kubeconfig";
 /// Finalizer the controller puts on Links.
 pub const LINK_FINALIZER: &str = "mc.dev/link-cleanup";
-/// Where identity Secrets are mounted.
+/// Where the trust anchors (Secret `mc-trust-anchor`) are mounted in the
+/// gateway and the node agent.
 pub const IDENTITY_MOUNT: &str = "/var/run/mc/identity";
 
-/// The identity Secret of a component's ServiceAccount.
+/// The identity Secret of a component's ServiceAccount, as installs before
+/// CSR issuance wrote them (uninstall still removes them).
 pub fn identity_secret(service_account: &str) -> String {
     format!("{service_account}-identity")
 }

@@ -9,7 +9,7 @@ pub mod workloads;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::CustomResourceExt;
-use mc_identity::TrustAnchor;
+use mc_identity::ClusterIssuer;
 
 use crate::cli::{GatewayServiceType, InstallArgs};
 use crate::objects::{Object, object};
@@ -30,6 +30,8 @@ pub struct InstallOptions {
     pub gateway_replicas: i32,
     /// Container image.
     pub image: String,
+    /// Lifetime of the leaf certificates the controller signs.
+    pub leaf_lifetime: std::time::Duration,
 }
 
 impl From<&InstallArgs> for InstallOptions {
@@ -41,6 +43,7 @@ impl From<&InstallArgs> for InstallOptions {
             gateway_service_type: args.gateway_service_type,
             gateway_replicas: args.gateway_replicas,
             image: args.image.clone(),
+            leaf_lifetime: args.identity_leaf_lifetime,
         }
     }
 }
@@ -95,7 +98,7 @@ pub const PLACEHOLDER_CLUSTER: &str = "CLUSTER";
 /// Header of `deploy/mc.yaml`.
 pub const DEPLOY_HEADER: &str = "# Rendered by `kubectl mc install --cluster-name CLUSTER --no-identity-secrets`.\n\
 # Do not edit: regenerate with `MC_UPDATE_DEPLOY=1 cargo test -p kubectl-mc --test deploy`.\n\
-# Replace CLUSTER with the cluster's name and provide the identity Secrets (see deploy/README.md).\n";
+# Replace CLUSTER with the cluster's name and provide the Secrets mc-trust-anchor and mc-identity-issuer (see deploy/README.md).\n";
 
 /// The default options with the placeholder cluster name.
 pub fn default_options(cluster_name: &str) -> InstallOptions {
@@ -106,6 +109,7 @@ pub fn default_options(cluster_name: &str) -> InstallOptions {
         gateway_service_type: GatewayServiceType::LoadBalancer,
         gateway_replicas: 1,
         image: crate::cli::default_image(),
+        leaf_lifetime: crate::cli::DEFAULT_LEAF_LIFETIME,
     }
 }
 
@@ -118,13 +122,13 @@ pub fn deploy_yaml() -> Result<String> {
     ))
 }
 
-/// Every install object; identity Secrets only when an anchor is given.
-pub fn render(opts: &InstallOptions, anchor: Option<&TrustAnchor>) -> Result<Vec<Object>> {
+/// Every install object; identity Secrets only when an issuer is given.
+pub fn render(opts: &InstallOptions, issuer: Option<&ClusterIssuer>) -> Result<Vec<Object>> {
     let mut objects = vec![namespace()?, link_crd()?];
     objects.extend(rbac::components().context("rendering RBAC")?);
     objects.push(config_map(opts)?);
-    if let Some(anchor) = anchor {
-        objects.extend(identity::secrets(anchor).context("rendering identity Secrets")?);
+    if let Some(issuer) = issuer {
+        objects.extend(identity::secrets(issuer).context("rendering identity Secrets")?);
     }
     objects.push(workloads::gateway_service(opts)?);
     objects.push(workloads::controller(opts)?);

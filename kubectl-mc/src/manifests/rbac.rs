@@ -38,7 +38,34 @@ pub fn controller_cluster_rules() -> Vec<PolicyRule> {
             &["get", "list", "watch", "create", "delete"],
         ),
         rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            READ,
+        ),
+        rule(
+            &["certificates.k8s.io"],
+            &[
+                "certificatesigningrequests/approval",
+                "certificatesigningrequests/status",
+            ],
+            &["update"],
+        ),
+        PolicyRule {
+            resource_names: Some(vec![mc_identity::SIGNER_NAME.to_string()]),
+            ..rule(&["certificates.k8s.io"], &["signers"], &["approve", "sign"])
+        },
     ]
+}
+
+/// What the gateway and the node agent need to obtain their certificates:
+/// create their CSRs and read them back. Never Secrets.
+fn csr_requester_rule() -> PolicyRule {
+    rule(
+        &["certificates.k8s.io"],
+        &["certificatesigningrequests"],
+        &["create", "get", "watch"],
+    )
 }
 
 /// Rules of the controller in `mc-system`.
@@ -49,6 +76,7 @@ pub fn controller_namespace_rules() -> Vec<PolicyRule> {
             &["links", "links/status", "links/finalizers"],
             &["get", "list", "watch", "update", "patch"],
         ),
+        // Link credentials and the issuer: only the controller reads Secrets.
         rule(&[""], &["secrets"], READ),
         rule(
             &["coordination.k8s.io"],
@@ -64,12 +92,16 @@ pub fn gateway_cluster_rules() -> Vec<PolicyRule> {
     vec![
         rule(&[""], &["services"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        csr_requester_rule(),
     ]
 }
 
 /// Cluster-wide rules of the node agent.
 pub fn node_agent_cluster_rules() -> Vec<PolicyRule> {
-    vec![rule(&[""], &["services", "pods"], READ)]
+    vec![
+        rule(&[""], &["services", "pods"], READ),
+        csr_requester_rule(),
+    ]
 }
 
 /// Rules of the node agent in `mc-system`.

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::InstallOptions;
 use super::meta::{
-    self, CONTROLLER, GATEWAY, IDENTITY_MOUNT, NODE_AGENT, identity_secret, system_meta,
+    self, CONTROLLER, GATEWAY, IDENTITY_MOUNT, NODE_AGENT, TRUST_ANCHOR_SECRET, system_meta,
 };
 use crate::objects::{Object, object};
 
@@ -104,11 +104,14 @@ fn restricted() -> SecurityContext {
     }
 }
 
-fn identity_volume(service_account: &str) -> Volume {
+/// The trust anchors (`ca.crt`), all the gateway and the agent read from
+/// disk: their keys are generated in memory and their certificates come
+/// through CSRs.
+fn identity_volume() -> Volume {
     Volume {
         name: IDENTITY_VOLUME.to_string(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(identity_secret(service_account)),
+            secret_name: Some(TRUST_ANCHOR_SECRET.to_string()),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
@@ -122,6 +125,15 @@ fn identity_mount() -> VolumeMount {
         read_only: Some(true),
         ..VolumeMount::default()
     }
+}
+
+/// The flags that make a component request its certificate through CSRs.
+fn identity_args(opts: &InstallOptions) -> [String; 3] {
+    [
+        format!("--identity-dir={IDENTITY_MOUNT}"),
+        "--identity-source=csr".to_string(),
+        format!("--trust-domain={}", opts.trust_domain),
+    ]
 }
 
 fn template(app: &str, spec: PodSpec) -> PodTemplateSpec {
@@ -147,7 +159,10 @@ pub fn controller(opts: &InstallOptions) -> Result<Object> {
         name: CONTROLLER.to_string(),
         image: Some(opts.image.clone()),
         command: Some(vec![CONTROLLER.to_string()]),
-        args: Some(vec![format!("--cluster-name={}", opts.cluster_name)]),
+        args: Some(vec![
+            format!("--cluster-name={}", opts.cluster_name),
+            format!("--leaf-lifetime={}s", opts.leaf_lifetime.as_secs()),
+        ]),
         env: Some(vec![
             env_field("POD_NAME", "metadata.name"),
             env_field("POD_NAMESPACE", "metadata.namespace"),
@@ -184,7 +199,11 @@ pub fn gateway(opts: &InstallOptions) -> Result<Object> {
         name: GATEWAY.to_string(),
         image: Some(opts.image.clone()),
         command: Some(vec![GATEWAY.to_string()]),
-        args: Some(vec![format!("--identity-dir={IDENTITY_MOUNT}")]),
+        args: Some(identity_args(opts).to_vec()),
+        env: Some(vec![
+            env_field("POD_NAME", "metadata.name"),
+            env_field("POD_NAMESPACE", "metadata.namespace"),
+        ]),
         ports: Some(vec![
             port("tunnel", mc_api::GATEWAY_TUNNEL_PORT),
             port("admin", mc_api::ADMIN_PORT),
@@ -206,7 +225,7 @@ pub fn gateway(opts: &InstallOptions) -> Result<Object> {
                 PodSpec {
                     service_account_name: Some(GATEWAY.to_string()),
                     containers: vec![container],
-                    volumes: Some(vec![identity_volume(GATEWAY)]),
+                    volumes: Some(vec![identity_volume()]),
                     ..PodSpec::default()
                 },
             ),
@@ -249,14 +268,18 @@ pub fn node_agent(opts: &InstallOptions) -> Result<Object> {
         name: NODE_AGENT.to_string(),
         image: Some(opts.image.clone()),
         command: Some(vec![NODE_AGENT.to_string()]),
-        args: Some(vec![
-            "run".to_string(),
-            format!("--identity-dir={IDENTITY_MOUNT}"),
-            format!("--links-namespace={}", mc_api::NAMESPACE),
-            format!("--admin-listen=0.0.0.0:{}", mc_api::ADMIN_PORT),
-        ]),
+        args: Some(
+            std::iter::once("run".to_string())
+                .chain(identity_args(opts))
+                .chain([
+                    format!("--links-namespace={}", mc_api::NAMESPACE),
+                    format!("--admin-listen=0.0.0.0:{}", mc_api::ADMIN_PORT),
+                ])
+                .collect(),
+        ),
         env: Some(vec![
             env_field("NODE_NAME", "spec.nodeName"),
+            env_field("POD_NAMESPACE", "metadata.namespace"),
             env_value("MC_CLUSTER_NAME", &opts.cluster_name),
         ]),
         ports: Some(vec![port("admin", mc_api::ADMIN_PORT)]),
@@ -291,7 +314,7 @@ pub fn node_agent(opts: &InstallOptions) -> Result<Object> {
                         ..Toleration::default()
                     }]),
                     containers: vec![container],
-                    volumes: Some(vec![identity_volume(NODE_AGENT)]),
+                    volumes: Some(vec![identity_volume()]),
                     ..PodSpec::default()
                 },
             ),

@@ -307,6 +307,11 @@ async fn agent_restart_reconciles_and_cleanup_restores_the_node() -> Result<()> 
     mesh.lab
         .run_echo("west/default/local-0", "app=local", Some("west-node-1"))?;
     east_service(&mesh.west, "local", false, &[("tcp", 9000)]).await?;
+    // kube-proxy rejects the Service until its EndpointSlice arrives.
+    eventually(Duration::from_secs(10), || async {
+        mesh.lab.tcp_from(CLIENT, "local.default:9000", "ready?")
+    })
+    .await?;
     let long = Command::new(mc_e2e::mc_lab_bin()?)
         .args([
             "--lab",

@@ -16,9 +16,7 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use clap::Parser;
 use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
-use mc_identity::{
-    CertSource, CsrCertSource, CsrConfig, FileCertSource, IdentityPaths, SourceKind, SpiffeId,
-};
+use mc_identity::{CertSource, IdentityFlags, SourceKind};
 use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -83,34 +81,18 @@ struct Args {
 /// The gateway's identity, as `--identity-source` says; with `csr`, waits
 /// until the first certificate is issued.
 async fn identity_source(args: &Args, client: kube::Client) -> Result<Arc<dyn CertSource>> {
-    match args.identity_source {
-        SourceKind::Files => {
-            let source = FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir))
-                .with_context(|| {
-                    format!(
-                        "loading the gateway identity from {}",
-                        args.identity_dir.display()
-                    )
-                })?;
-            Ok(Arc::new(source))
-        }
-        SourceKind::Csr => {
-            let id = SpiffeId::new(
-                &args.trust_domain,
-                &args.pod_namespace,
-                &args.service_account,
-            )
-            .context("the gateway's SPIFFE ID")?;
-            let prefix = args.pod_name.as_deref().unwrap_or(&args.service_account);
-            let cfg = CsrConfig::new(
-                id,
-                IdentityPaths::in_dir(&args.identity_dir).anchors,
-                prefix,
-            );
-            tracing::info!(id = %cfg.id, "requesting the gateway certificate");
-            Ok(CsrCertSource::start(client, cfg).await)
-        }
-    }
+    let flags = IdentityFlags {
+        source: args.identity_source,
+        dir: args.identity_dir.clone(),
+        trust_domain: args.trust_domain.clone(),
+        namespace: args.pod_namespace.clone(),
+        service_account: args.service_account.clone(),
+        request_prefix: args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| args.service_account.clone()),
+    };
+    flags.open(client, "gateway").await
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

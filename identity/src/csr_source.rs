@@ -242,3 +242,43 @@ impl std::fmt::Display for SourceKind {
         })
     }
 }
+
+/// What a component says about where its identity comes from: its flags.
+#[derive(Debug, Clone)]
+pub struct IdentityFlags {
+    /// `--identity-source`.
+    pub source: SourceKind,
+    /// `--identity-dir`: all three files with `files`, only `ca.crt` with `csr`.
+    pub dir: std::path::PathBuf,
+    /// The SPIFFE ID to request with `csr`: trust domain, the pod's
+    /// namespace and its ServiceAccount.
+    pub trust_domain: String,
+    pub namespace: String,
+    pub service_account: String,
+    /// Prefix of the CSR objects' names (e.g. the pod or node name).
+    pub request_prefix: String,
+}
+
+impl IdentityFlags {
+    /// Opens the identity source the flags describe; with `csr`, waits until
+    /// the first certificate is issued. `what` names the component in errors
+    /// and logs.
+    pub async fn open(&self, client: Client, what: &str) -> Result<Arc<dyn CertSource>> {
+        let paths = crate::IdentityPaths::in_dir(&self.dir);
+        match self.source {
+            SourceKind::Files => {
+                let source = crate::FileCertSource::load(paths).with_context(|| {
+                    format!("loading the {what} identity from {}", self.dir.display())
+                })?;
+                Ok(Arc::new(source))
+            }
+            SourceKind::Csr => {
+                let id = SpiffeId::new(&self.trust_domain, &self.namespace, &self.service_account)
+                    .with_context(|| format!("the {what}'s SPIFFE ID"))?;
+                let cfg = CsrConfig::new(id, paths.anchors, &self.request_prefix);
+                tracing::info!(id = %cfg.id, "requesting the {what} certificate");
+                Ok(CsrCertSource::start(client, cfg).await)
+            }
+        }
+    }
+}

@@ -43,7 +43,7 @@ pub mod verify;
 
 pub use authority::{IssuedLeaf, TrustAnchor};
 pub use csr::{LeafRequest, RequestError, RequestedLeaf, SIGNER_NAME, parse_request};
-pub use csr_source::{CsrCertSource, CsrConfig, SourceKind};
+pub use csr_source::{CsrCertSource, CsrConfig, IdentityFlags, SourceKind};
 pub use files::IdentityPaths;
 pub use issuer::{
     ClusterError, ClusterIssuer, ISSUER_LIFETIME, ISSUER_SECRET, IssuingCluster, anchors_of,

@@ -7,9 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
-use mc_identity::{
-    CertSource, CsrCertSource, CsrConfig, FileCertSource, IdentityPaths, SourceKind, SpiffeId,
-};
+use mc_identity::{CertSource, IdentityFlags};
 use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -166,37 +164,18 @@ impl Proxy {
 /// The agent's identity, as `--identity-source` says; with `csr`, waits
 /// until the first certificate is issued.
 async fn identity_source(args: &RunArgs, client: kube::Client) -> Result<Arc<dyn CertSource>> {
-    match args.identity_source {
-        SourceKind::Files => {
-            let source = FileCertSource::load(IdentityPaths::in_dir(&args.identity_dir))
-                .with_context(|| {
-                    format!(
-                        "loading the agent identity from {}",
-                        args.identity_dir.display()
-                    )
-                })?;
-            Ok(Arc::new(source))
-        }
-        SourceKind::Csr => {
-            let id = SpiffeId::new(
-                &args.trust_domain,
-                &args.pod_namespace,
-                &args.service_account,
-            )
-            .context("the agent's SPIFFE ID")?;
-            let prefix = match &args.node_name {
-                Some(node) => format!("{}-{node}", args.service_account),
-                None => args.service_account.clone(),
-            };
-            let cfg = CsrConfig::new(
-                id,
-                IdentityPaths::in_dir(&args.identity_dir).anchors,
-                &prefix,
-            );
-            info!(id = %cfg.id, "requesting the agent certificate");
-            Ok(CsrCertSource::start(client, cfg).await)
-        }
-    }
+    let flags = IdentityFlags {
+        source: args.identity_source,
+        dir: args.identity_dir.clone(),
+        trust_domain: args.trust_domain.clone(),
+        namespace: args.pod_namespace.clone(),
+        service_account: args.service_account.clone(),
+        request_prefix: match &args.node_name {
+            Some(node) => format!("{}-{node}", args.service_account),
+            None => args.service_account.clone(),
+        },
+    };
+    flags.open(client, "agent").await
 }
 
 /// Applies each new mirror set to the kernel, retrying failures; a newer set

@@ -49,6 +49,10 @@ struct Cli {
     /// write the reports into this directory.
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Set up the lab, print its paths and PIDs, and wait until
+    /// interrupted (for profiling by hand); measures nothing.
+    #[arg(long)]
+    hold: bool,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +115,17 @@ async fn run(cli: &Cli) -> Result<()> {
         lab.gateway_node,
         lab.server_node
     );
+    if cli.hold {
+        eprintln!(
+            "mc-bench: holding lab {}: direct {:?}, mesh {:?}, processes {:?}, files in {}; Ctrl-C removes it",
+            lab.name(),
+            lab.direct,
+            lab.meshed,
+            lab.procs,
+            files.wrk_script().display()
+        );
+        return std::future::pending().await;
+    }
     for path in [&lab.direct, &lab.meshed] {
         Test::KeepAlive.run(&lab, &files, path, Duration::from_secs(2))?;
         Test::Bulk1.run(&lab, &files, path, Duration::from_secs(2))?;

@@ -21,6 +21,9 @@ pub struct Cpu {
     pub server: Duration,
     /// The load generator (wrk or iperf3 client, with its `mc-lab exec`).
     pub client: Duration,
+    /// Everything else the machine did meanwhile: other engineers' work,
+    /// the lab's daemons, ksoftirqd, interrupts.
+    pub rest: Duration,
 }
 
 /// One run of one test over one path.
@@ -50,28 +53,39 @@ pub fn sample(
     } else {
         &lab.procs.nginx
     };
-    let read = || -> Result<Cpu> {
-        Ok(Cpu {
+    let read = || -> Result<(Cpu, Duration)> {
+        let busy = procstat::machine_busy(ticks)?;
+        let cpu = Cpu {
             agent: procstat::cpu_time(lab.procs.agent, ticks).context("agent CPU")?,
             gateway: procstat::cpu_time(lab.procs.gateway, ticks).context("gateway CPU")?,
             server: procstat::cpu_time_of(server, ticks).context("server CPU")?,
             client: procstat::children_cpu_time()?,
-        })
+            rest: Duration::ZERO,
+        };
+        Ok((cpu, busy))
     };
-    let before = read()?;
+    let (before, busy_before) = read()?;
     let outcome = test
         .run(lab, files, path, duration)
         .with_context(|| format!("{} over the {} path", test.label(), path.name))?;
-    let after = read()?;
+    let (after, busy_after) = read()?;
+    let agent = after.agent.saturating_sub(before.agent);
+    let gateway = after.gateway.saturating_sub(before.gateway);
+    let server = after.server.saturating_sub(before.server);
+    let client = after.client.saturating_sub(before.client);
+    let rest = busy_after
+        .saturating_sub(busy_before)
+        .saturating_sub(agent + gateway + server + client);
     Ok(Sample {
         test,
         mesh: path.name == "mesh",
         outcome,
         cpu: Cpu {
-            agent: after.agent.saturating_sub(before.agent),
-            gateway: after.gateway.saturating_sub(before.gateway),
-            server: after.server.saturating_sub(before.server),
-            client: after.client.saturating_sub(before.client),
+            agent,
+            gateway,
+            server,
+            client,
+            rest,
         },
     })
 }

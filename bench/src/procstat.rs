@@ -45,6 +45,33 @@ pub fn cpu_time_of(pids: &[u32], ticks_per_second: u64) -> Result<Duration> {
         .sum()
 }
 
+/// CPU time the whole machine spent busy so far (every CPU; everything but
+/// idle and iowait in `/proc/stat`).
+pub fn machine_busy(ticks_per_second: u64) -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat has no cpu line")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().context("a /proc/stat cpu field"))
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait irq softirq steal guest guest_nice;
+    // guest time is already inside user.
+    let busy: u64 = values
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Ok(Duration::from_secs_f64(
+        busy as f64 / ticks_per_second as f64,
+    ))
+}
+
 /// Resident memory of a process, in bytes: now and the high-water mark.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {

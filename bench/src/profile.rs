@@ -1,6 +1,8 @@
 //! Where the time goes under mesh load: a system-wide `perf` profile per
-//! load (split by process, then the agent's and the gateway's symbols) and
-//! `strace -c` system-call counts of the agent and the gateway.
+//! load (kept as `<load>.perf.data`, with kernel call chains, for
+//! `perf report -i`), the agent's and the gateway's share of kernel and
+//! user space and their hottest symbols, and `strace -c` system-call
+//! counts of both.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,7 +29,7 @@ pub fn run(lab: &Lab, files: &Files, dir: &Path, duration: Duration) -> Result<(
         let data = dir.join(format!("{name}.perf.data"));
         // Record a little less than the load lasts, so only loaded time counts.
         let perf = Command::new("perf")
-            .args(["record", "-a", "-F", "997", "-o"])
+            .args(["record", "-a", "-g", "-F", "997", "-o"])
             .arg(&data)
             .args(["--", "sleep", &(secs - 1).to_string()])
             .stdout(Stdio::null())
@@ -40,25 +42,31 @@ pub fn run(lab: &Lab, files: &Files, dir: &Path, duration: Duration) -> Result<(
         if !status {
             bail!("perf record failed");
         }
-        let pids = format!("{},{}", lab.procs.agent, lab.procs.gateway);
-        report(
-            &data,
-            &dir.join(format!("{name}.processes.txt")),
-            &["--sort", "pid,dso", "--percent-limit", "0.5"],
-        )?;
-        report(
-            &data,
-            &dir.join(format!("{name}.proxies.txt")),
-            &[
-                "--pid",
-                &pids,
-                "--sort",
-                "pid,dso,symbol",
-                "--percent-limit",
-                "0.3",
-            ],
-        )?;
-        let _ = std::fs::remove_file(&data);
+        for (who, pid) in [("agent", lab.procs.agent), ("gateway", lab.procs.gateway)] {
+            // `perf report --pid` keeps only the main thread: name every thread.
+            let tids = threads(pid)?;
+            // Kernel against user space, then the hottest symbols; percentages
+            // of this process's own samples.
+            report(
+                &data,
+                &dir.join(format!("{name}.{who}.dso.txt")),
+                &["--tid", &tids, "--sort", "dso", "--percentage", "relative"],
+            )?;
+            report(
+                &data,
+                &dir.join(format!("{name}.{who}.symbols.txt")),
+                &[
+                    "--tid",
+                    &tids,
+                    "--sort",
+                    "dso,symbol",
+                    "--percentage",
+                    "relative",
+                    "--percent-limit",
+                    "0.4",
+                ],
+            )?;
+        }
     }
     for (test, name) in loads.into_iter().take(2) {
         for (who, pid) in [("agent", lab.procs.agent), ("gateway", lab.procs.gateway)] {
@@ -89,6 +97,17 @@ pub fn run(lab: &Lab, files: &Files, dir: &Path, duration: Duration) -> Result<(
     Ok(())
 }
 
+/// The thread IDs of `pid`, comma separated.
+fn threads(pid: u32) -> Result<String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut tids = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let entry = entry.with_context(|| format!("listing {dir}"))?;
+        tids.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(tids.join(","))
+}
+
 fn wait(mut child: std::process::Child) -> Result<bool> {
     Ok(child.wait().context("waiting for the profiler")?.success())
 }
@@ -98,7 +117,7 @@ fn report(data: &Path, out: &Path, args: &[&str]) -> Result<()> {
         .arg("report")
         .arg("-i")
         .arg(data)
-        .args(["--stdio", "--no-children"])
+        .args(["--stdio", "--no-children", "-g", "none"])
         .args(args)
         .output()
         .context("running perf report")?;

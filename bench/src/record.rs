@@ -134,17 +134,20 @@ pub fn render(run: &Run, lab: &Lab, samples: &[Sample], memory: &MemoryReport) -
     out.push_str(&report::cpu_table(samples));
     out.push('\n');
     out.push_str(&report::memory_table(memory));
+    out.push('\n');
+    out.push_str(&report::machine_table(samples));
     out
 }
 
 /// A one-line summary of a sample, for progress output.
 pub fn one_line(s: &Sample) -> String {
     let cpu = format!(
-        "cpu agent {:.2}s gateway {:.2}s server {:.2}s client {:.2}s",
+        "cpu agent {:.2}s gateway {:.2}s server {:.2}s client {:.2}s rest of machine {:.2}s",
         s.cpu.agent.as_secs_f64(),
         s.cpu.gateway.as_secs_f64(),
         s.cpu.server.as_secs_f64(),
-        s.cpu.client.as_secs_f64()
+        s.cpu.client.as_secs_f64(),
+        s.cpu.rest.as_secs_f64()
     );
     if s.test.is_bulk() {
         format!("{:.2} Gbit/s, {cpu}", s.outcome.bits_per_second / 1e9)

@@ -272,6 +272,41 @@ pub fn cpu_table(samples: &[Sample]) -> String {
     out
 }
 
+/// Cores busy during the runs: the benchmark's own processes, and the rest
+/// of the machine (other work on the box, lab daemons, ksoftirqd).
+pub fn machine_table(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| load | benchmark processes, direct | rest of machine, direct | benchmark processes, mesh | rest of machine, mesh |\n\
+         |---|---|---|---|---|\n",
+    );
+    let cores = |s: &Sample, cpu: std::time::Duration| {
+        if s.outcome.seconds > 0.0 {
+            cpu.as_secs_f64() / s.outcome.seconds
+        } else {
+            0.0
+        }
+    };
+    let ours = |s: &Sample| cores(s, s.cpu.agent + s.cpu.gateway + s.cpu.server + s.cpu.client);
+    let rest = |s: &Sample| cores(s, s.cpu.rest);
+    for test in Test::ALL {
+        let m = |mesh: bool, f: &dyn Fn(&Sample) -> f64| {
+            let values: Vec<f64> = of(samples, test, mesh).into_iter().map(f).collect();
+            median(&values)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            test.label(),
+            m(false, &ours),
+            m(false, &rest),
+            m(true, &ours),
+            m(true, &rest)
+        );
+    }
+    out
+}
+
 /// Agent and gateway resident memory.
 pub fn memory_table(m: &MemoryReport) -> String {
     let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);

@@ -22,6 +22,8 @@ pub fn lab_name() -> Option<&'static str> {
 /// signal came while it was being created, the first lab this process's
 /// test fixture names (`t<pid>x0`), if its directory exists.
 pub fn down(mc_lab: &PathBuf) {
+    // The benchmark's files (`files::Files`, not dropped on this path).
+    let _ = std::fs::remove_dir_all(format!("/tmp/mc-bench-{}", std::process::id()));
     let fallback = format!("t{}x0", std::process::id());
     let name = match lab_name() {
         Some(name) => name.to_string(),

@@ -85,7 +85,16 @@ pub async fn run(
     let mut resolve_tick = tokio::time::interval(RESOLVE_EVERY);
     loop {
         let mirrors = Mirrors::build(&services.state());
-        kernel_tx.send_replace(Some(mirrors.set()));
+        // Only a changed set reaches the kernel: Pod and Link churn must not
+        // cost a netlink and nftables transaction each.
+        let wanted = Some(mirrors.set());
+        kernel_tx.send_if_modified(|current| {
+            let differs = *current != wanted;
+            if differs {
+                *current = wanted;
+            }
+            differs
+        });
         views.mirrors.store(Arc::new(mirrors));
         views
             .workloads

@@ -8,6 +8,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 scripts/deps.sh
-# The end-to-end tests drive the real binaries: build them first.
-cargo build --locked --workspace --bins
+# The end-to-end tests drive the real binaries: build them first, together
+# with the tests so that both share one feature resolution (one build of the
+# dependencies, not two).
+cargo build --locked --workspace --bins --tests
 cargo test --locked --workspace -- --test-threads=2

@@ -10,3 +10,11 @@ pub const MIRROR_OF_CLUSTER: &str = "mc.dev/mirror-of-cluster";
 pub const MIRROR_OF_SERVICE: &str = "mc.dev/mirror-of-service";
 /// Label selector that matches every mirror Service.
 pub const MIRROR_SELECTOR: &str = "mc.dev/mirror-of-cluster";
+/// On an exported Service: who may call it through the gateway (see
+/// [`AllowedCallers`](crate::AllowedCallers)). Absent: any caller from a
+/// linked cluster.
+pub const ALLOWED_CALLERS: &str = "mc.dev/allowed-callers";
+/// On a ServiceAccount in the target cluster's `mc-system`, made by `kubectl
+/// mc link`: the name of the cluster that links here with its token. The
+/// gateway accepts callers only from clusters named by such an account.
+pub const LINKED_CLUSTER: &str = "mc.dev/linked-cluster";

@@ -1,11 +1,14 @@
 //! The names every part of mc agrees on, and the `Link` custom resource.
 //!
-//! Everything here is data: constants, label keys and the CRD types. Behaviour
-//! lives in the crates that use them.
+//! Everything here is data: constants, label keys, the CRD types and the
+//! format of the allowed-callers annotation. Behaviour lives in the crates
+//! that use them.
 
+pub mod allowed_callers;
 pub mod labels;
 pub mod link;
 
+pub use allowed_callers::{AllowedCallers, AllowedCallersError};
 pub use link::{Link, LinkSpec, LinkStatus};
 
 /// API group of mc's custom resources.

@@ -1,12 +1,13 @@
-//! The tunnel server: accept mTLS connections from agents; on each, every
-//! HTTP/2 stream is one proxied connection: read what it wants, refuse it or
+//! The tunnel server: accept mTLS connections from agents and authenticate
+//! them (a node agent of a known cluster); on each, every HTTP/2 stream is
+//! one proxied connection: read what it wants, authorize it, refuse it or
 //! connect to an endpoint, then copy bytes both ways.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mc_identity::SpiffeId;
+use mc_identity::{CertSource, SpiffeId};
 use mc_tunnel::{
     MuxConfig, MuxStream, Reason, Request, SpliceConfig, Status, buffered_socket, read_request,
     serve_connection, splice, write_status,
@@ -16,7 +17,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use mc_admin::ProxyMetrics;
+use rustls::pki_types::UnixTime;
 
+use crate::authz::{self, AuthzMetrics, Peer};
 use crate::balance::{self, ActiveGuard};
 use crate::targets::{Endpoint, Refusal};
 use crate::watch::SharedTargets;
@@ -44,6 +47,12 @@ pub struct InboundConfig {
 pub struct Inbound {
     pub targets: SharedTargets,
     pub metrics: ProxyMetrics,
+    pub authz: AuthzMetrics,
+    /// This gateway's identity: its anchors tell which cluster issuer
+    /// vouched for a caller.
+    pub identity: Arc<dyn CertSource>,
+    /// The only identity allowed to open tunnels: the node agents'.
+    pub agent: SpiffeId,
     pub cfg: InboundConfig,
     /// Turns true when the gateway shuts down: stop accepting, and tell each
     /// agent (HTTP/2 GOAWAY) to open new streams elsewhere while the open
@@ -88,7 +97,30 @@ async fn handle(tcp: TcpStream, acceptor: TlsAcceptor, inbound: Arc<Inbound>) ->
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake failed")?;
-    let caller = mc_identity::peer_spiffe_id(tls.get_ref().1).context("caller identity")?;
+    let chain = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
+    let peer = match authz::authenticate(
+        inbound.identity.current().anchors(),
+        &chain,
+        &inbound.agent,
+        UnixTime::now(),
+    ) {
+        Ok(peer) => peer,
+        Err(rejection) => {
+            let caller = chain
+                .first()
+                .and_then(|leaf| mc_identity::spiffe_id_of(leaf).ok())
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            tracing::warn!(%caller, reason = rejection.as_str(), "tunnel rejected");
+            inbound.authz.rejected(rejection);
+            return Ok(());
+        }
+    };
     let mut shutdown = inbound.shutdown.clone();
     let drain = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -97,9 +129,9 @@ async fn handle(tcp: TcpStream, acceptor: TlsAcceptor, inbound: Arc<Inbound>) ->
         tls,
         &inbound.cfg.mux,
         |stream| {
-            let (caller, inbound) = (caller.clone(), inbound.clone());
+            let (peer, inbound) = (peer.clone(), inbound.clone());
             async move {
-                if let Err(error) = handle_stream(stream, caller, &inbound).await {
+                if let Err(error) = handle_stream(stream, &peer, &inbound).await {
                     tracing::debug!(error = format!("{error:#}"), "stream ended with an error");
                 }
             }
@@ -111,7 +143,7 @@ async fn handle(tcp: TcpStream, acceptor: TlsAcceptor, inbound: Arc<Inbound>) ->
 }
 
 /// One proxied connection.
-async fn handle_stream(mut tls: MuxStream, caller: SpiffeId, inbound: &Inbound) -> Result<()> {
+async fn handle_stream(mut tls: MuxStream, peer: &Peer, inbound: &Inbound) -> Result<()> {
     let (targets, metrics, cfg) = (&inbound.targets, &inbound.metrics, &inbound.cfg);
     let request: Request = match read_request(&mut tls, cfg.request_timeout).await {
         Ok(request) => request,
@@ -125,20 +157,33 @@ async fn handle_stream(mut tls: MuxStream, caller: SpiffeId, inbound: &Inbound) 
             return Err(error).context("reading the request header");
         }
     };
-    let target = &request.target;
+    let (target, source) = (&request.target, &request.source);
     let started = Instant::now();
-    let record = metrics.open(&request.source.cluster, &target.namespace, &target.service);
+    // Labelled with the proven cluster, never the claimed one.
+    let record = metrics.open(&peer.cluster, &target.namespace, &target.service);
 
     let endpoints: Vec<Endpoint> = {
         let snapshot = targets.load();
-        match snapshot.resolve(&target.namespace, &target.service, target.port) {
+        let resolved = snapshot
+            .service(&target.namespace, &target.service)
+            .and_then(|service| {
+                let decision = authz::authorize(peer, source, &service.access, snapshot.linked());
+                inbound
+                    .authz
+                    .decided(source, &target.namespace, &target.service, decision);
+                decision.map_err(Refusal::Denied)?;
+                service.endpoints(target.port)
+            });
+        match resolved {
             Ok(endpoints) => endpoints.to_vec(),
             Err(refusal) => {
-                tracing::info!(%caller, src_cluster = %request.source.cluster, namespace = %target.namespace,
-                    service = %target.service, port = target.port, reason = refusal.as_str(), "refused");
+                tracing::info!(src_cluster = %peer.cluster, src_identity = %authz::caller_identity(source),
+                    namespace = %target.namespace, service = %target.service, port = target.port,
+                    reason = refusal.as_str(), "refused");
                 let reason = match refusal {
                     Refusal::NotExported | Refusal::PortNotDeclared => Reason::NotExported,
                     Refusal::NoEndpoints => Reason::NoEndpoints,
+                    Refusal::Denied(_) => Reason::Forbidden,
                 };
                 record.fail(refusal.as_str(), 0, 0);
                 write_status(&mut tls, Status::Refused(reason), cfg.connect_timeout).await?;
@@ -150,7 +195,7 @@ async fn handle_stream(mut tls: MuxStream, caller: SpiffeId, inbound: &Inbound) 
     let (mut upstream, _guard) = match connect(&endpoints, cfg).await {
         Ok(connected) => connected,
         Err(reason) => {
-            tracing::info!(%caller, namespace = %target.namespace, service = %target.service,
+            tracing::info!(src_cluster = %peer.cluster, namespace = %target.namespace, service = %target.service,
                 port = target.port, reason = reason.as_str(), "no endpoint could be reached");
             record.fail(reason.as_str(), 0, 0);
             write_status(&mut tls, Status::Refused(reason), cfg.connect_timeout).await?;

@@ -2,6 +2,7 @@
 //! checks that the target Service is exported on the named port, and
 //! forwards to one of its ready endpoints.
 
+mod authz;
 mod balance;
 mod inbound;
 mod targets;
@@ -16,11 +17,12 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use clap::Parser;
 use mc_admin::{AdminState, ProxyMetrics, Readiness, Side};
-use mc_identity::{CertSource, IdentityFlags, SourceKind};
+use mc_identity::{CertSource, IdentityFlags, SourceKind, SpiffeId};
 use mc_tunnel::{MuxConfig, SpliceConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::authz::AuthzMetrics;
 use crate::inbound::{Inbound, InboundConfig};
 use crate::targets::Targets;
 
@@ -58,6 +60,10 @@ struct Args {
     /// ServiceAccount this gateway runs as.
     #[arg(long, env = "MC_SERVICE_ACCOUNT", default_value = "mc-gateway")]
     service_account: String,
+    /// ServiceAccount (in mc-system) of the node agents allowed to open
+    /// tunnels; their certificates must come from a linked cluster's issuer.
+    #[arg(long, default_value = "mc-node-agent")]
+    agent_service_account: String,
     /// This pod's name, used in the names of its CertificateSigningRequests.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -117,6 +123,7 @@ async fn main() -> Result<()> {
     let targets = Arc::new(ArcSwap::from_pointee(Targets::default()));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ProxyMetrics::register(Side::Gateway, &mut registry);
+    let authz = AuthzMetrics::register(&mut registry);
     // Not ready until the identity is in hand and the caches are synced.
     let readiness = Readiness::new();
     let admin = tokio::spawn(mc_admin::serve(
@@ -124,8 +131,22 @@ async fn main() -> Result<()> {
         AdminState::new(registry, readiness.clone()),
     ));
     let source = identity_source(&args, client.clone()).await?;
-    let tls = mc_identity::server_config(source).context("building the TLS server config")?;
-    let watch = tokio::spawn(watch::run(client, targets.clone(), readiness.clone()));
+    let agent = SpiffeId::new(
+        source.current().id().trust_domain(),
+        mc_api::NAMESPACE,
+        &args.agent_service_account,
+    )
+    .context("--agent-service-account")?;
+    let tls =
+        mc_identity::server_config(source.clone()).context("building the TLS server config")?;
+    let watch = {
+        let (targets, readiness, namespace) = (
+            targets.clone(),
+            readiness.clone(),
+            args.pod_namespace.clone(),
+        );
+        tokio::spawn(async move { watch::run(client, &namespace, targets, readiness).await })
+    };
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -146,6 +167,9 @@ async fn main() -> Result<()> {
     let inbound = Arc::new(Inbound {
         targets,
         metrics,
+        authz,
+        identity: source,
+        agent,
         cfg,
         shutdown,
     });

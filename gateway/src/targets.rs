@@ -1,11 +1,12 @@
-//! The gateway's view of what it may forward to: exported Services, their
-//! declared ports, and the endpoints behind each port.
+//! The gateway's view of what it may forward to and for whom: exported
+//! Services, who may call each, their declared ports, the endpoints behind
+//! each port, and the clusters linked here.
 //!
 //! The index is rebuilt from the watched Services and EndpointSlices whenever
 //! they change and published as an immutable snapshot, so a new connection
 //! resolves its target with one hash lookup and no lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -13,6 +14,8 @@ use std::sync::atomic::AtomicUsize;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use mc_api::labels;
+
+use crate::authz::{Access, Denial};
 
 /// Label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -26,6 +29,8 @@ pub enum Refusal {
     PortNotDeclared,
     /// The port exists but no endpoint is ready (or serving while terminating).
     NoEndpoints,
+    /// The caller may not reach this Service.
+    Denied(Denial),
 }
 
 impl Refusal {
@@ -35,6 +40,7 @@ impl Refusal {
             Refusal::NotExported => "not_exported",
             Refusal::PortNotDeclared => "port_not_declared",
             Refusal::NoEndpoints => "no_endpoints",
+            Refusal::Denied(denial) => denial.as_str(),
         }
     }
 }
@@ -55,25 +61,41 @@ pub struct PortTargets {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// One exported Service.
 #[derive(Clone, Debug, Default)]
-struct ExportedService {
+pub struct ExportedService {
+    /// Who may call it (its `mc.dev/allowed-callers` annotation).
+    pub access: Access,
     /// Keyed by the Service port number a caller names.
     ports: HashMap<u16, PortTargets>,
 }
 
-/// Immutable index of exported Services.
+impl ExportedService {
+    /// The endpoints a connection to `port` may use.
+    pub fn endpoints(&self, port: u16) -> Result<&[Endpoint], Refusal> {
+        let targets = self.ports.get(&port).ok_or(Refusal::PortNotDeclared)?;
+        if targets.endpoints.is_empty() {
+            return Err(Refusal::NoEndpoints);
+        }
+        Ok(&targets.endpoints)
+    }
+}
+
+/// Immutable index of exported Services and linked clusters.
 #[derive(Clone, Debug, Default)]
 pub struct Targets {
     services: HashMap<(String, String), ExportedService>,
+    linked: HashSet<String>,
 }
 
 impl Targets {
     /// Builds the index from the current Services and EndpointSlices of the
-    /// cluster. `previous` lends its connection counters to endpoints that
-    /// are still there.
+    /// cluster and the names of the clusters linked here. `previous` lends
+    /// its connection counters to endpoints that are still there.
     pub fn build(
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
+        linked: HashSet<String>,
         previous: &Targets,
     ) -> Targets {
         let counters = previous.counters();
@@ -119,30 +141,50 @@ impl Targets {
                     port_endpoints(svc_slices, port.name.as_deref().unwrap_or(""), &counters);
                 ports.insert(number, PortTargets { endpoints });
             }
+            let access = Access::from_annotation(
+                svc.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(labels::ALLOWED_CALLERS))
+                    .map(String::as_str),
+            );
+            if let Access::Invalid(error) = &access {
+                tracing::warn!(namespace = ns, service = name, %error,
+                    "invalid {} annotation: every caller is denied until it is fixed", labels::ALLOWED_CALLERS);
+            }
             index.insert(
                 (ns.to_string(), name.to_string()),
-                ExportedService { ports },
+                ExportedService { access, ports },
             );
         }
-        Targets { services: index }
+        Targets {
+            services: index,
+            linked,
+        }
+    }
+
+    /// The exported Service `namespace/service`.
+    pub fn service(&self, namespace: &str, service: &str) -> Result<&ExportedService, Refusal> {
+        // A tuple of borrowed strs cannot look up a tuple of Strings, so the
+        // key is built once per connection; this is not per packet.
+        let key = (namespace.to_string(), service.to_string());
+        self.services.get(&key).ok_or(Refusal::NotExported)
     }
 
     /// The endpoints a connection to `namespace/service:port` may use.
+    #[cfg(test)]
     pub fn resolve(
         &self,
         namespace: &str,
         service: &str,
         port: u16,
     ) -> Result<&[Endpoint], Refusal> {
-        // A tuple of borrowed strs cannot look up a tuple of Strings, so the
-        // key is built once per connection; this is not per packet.
-        let key = (namespace.to_string(), service.to_string());
-        let svc = self.services.get(&key).ok_or(Refusal::NotExported)?;
-        let targets = svc.ports.get(&port).ok_or(Refusal::PortNotDeclared)?;
-        if targets.endpoints.is_empty() {
-            return Err(Refusal::NoEndpoints);
-        }
-        Ok(&targets.endpoints)
+        self.service(namespace, service)?.endpoints(port)
+    }
+
+    /// The clusters linked here (named by a `kubectl mc link`).
+    pub fn linked(&self) -> &HashSet<String> {
+        &self.linked
     }
 
     /// Number of exported Services in the index.
@@ -284,7 +326,7 @@ mod tests {
                 json!([{"addresses": ["10.0.0.2"]}]),
             ),
         ];
-        let t = Targets::build(&services, &slices, &Targets::default());
+        let t = Targets::build(&services, &slices, HashSet::new(), &Targets::default());
         assert_eq!(
             addrs(t.resolve("default", "backend", 8080).unwrap()),
             ["10.0.0.1:80"]
@@ -312,7 +354,7 @@ mod tests {
             {"addresses": ["10.0.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}}
         ]);
         let slices = vec![slice("b", json!([{"port": 9000}]), eps)];
-        let t = Targets::build(&services, &slices, &Targets::default());
+        let t = Targets::build(&services, &slices, HashSet::new(), &Targets::default());
         assert_eq!(
             addrs(t.resolve("default", "b", 9000).unwrap()),
             ["10.0.0.1:9000"]
@@ -323,7 +365,7 @@ mod tests {
             {"addresses": ["10.0.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}}
         ]);
         let slices = vec![slice("b", json!([{"port": 9000}]), only_terminating)];
-        let t = Targets::build(&services, &slices, &Targets::default());
+        let t = Targets::build(&services, &slices, HashSet::new(), &Targets::default());
         assert_eq!(
             addrs(t.resolve("default", "b", 9000).unwrap()),
             ["10.0.0.3:9000"]
@@ -331,7 +373,7 @@ mod tests {
 
         let none = json!([{"addresses": ["10.0.0.2"], "conditions": {"ready": false}}]);
         let slices = vec![slice("b", json!([{"port": 9000}]), none)];
-        let t = Targets::build(&services, &slices, &Targets::default());
+        let t = Targets::build(&services, &slices, HashSet::new(), &Targets::default());
         assert_eq!(
             t.resolve("default", "b", 9000).unwrap_err(),
             Refusal::NoEndpoints
@@ -353,15 +395,50 @@ mod tests {
                 json!([{"addresses": ["10.0.0.2"]}]),
             ),
         ];
-        let first = Targets::build(&services, &slices, &Targets::default());
+        let first = Targets::build(&services, &slices, HashSet::new(), &Targets::default());
         let eps = first.resolve("default", "b", 80).unwrap();
         assert_eq!(addrs(eps), ["10.0.0.1:8080", "10.0.0.2:8080"]);
         eps[0]
             .active
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
 
-        let second = Targets::build(&services, &slices, &first);
+        let second = Targets::build(&services, &slices, HashSet::new(), &first);
         let eps = second.resolve("default", "b", 80).unwrap();
         assert_eq!(eps[0].active.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_allowed_callers_annotation_sets_each_services_access() {
+        let annotated = |name: &str, value: Option<&str>| {
+            let mut svc = (*service(name, true, json!([{"port": 80}]))).clone();
+            if let Some(value) = value {
+                svc.metadata.annotations =
+                    Some([(labels::ALLOWED_CALLERS.to_string(), value.to_string())].into());
+            }
+            Arc::new(svc)
+        };
+        let services = vec![
+            annotated("open", None),
+            annotated("narrow", Some("west/default/frontend")),
+            annotated("broken", Some("west/default")),
+        ];
+        let linked: HashSet<String> = ["west".to_string()].into();
+        let t = Targets::build(&services, &[], linked, &Targets::default());
+        assert!(t.linked().contains("west"));
+        assert!(matches!(
+            t.service("default", "open").unwrap().access,
+            Access::AnyLinked
+        ));
+        match &t.service("default", "narrow").unwrap().access {
+            Access::Only(list) => {
+                assert!(list.allows("west", Some(("default", "frontend"))));
+                assert!(!list.allows("west", Some(("default", "other"))));
+            }
+            other => panic!("expected an allow list, got {other:?}"),
+        }
+        assert!(matches!(
+            t.service("default", "broken").unwrap().access,
+            Access::Invalid(_)
+        ));
     }
 }

@@ -1,14 +1,15 @@
 //! Keeps the [`Targets`] snapshot in step with the cluster: reflectors on
-//! exported Services and on EndpointSlices, and a rebuild after each burst of
-//! changes.
+//! exported Services, on EndpointSlices and on the linked clusters'
+//! ServiceAccounts, and a rebuild after each burst of changes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
@@ -26,8 +27,14 @@ pub type SharedTargets = Arc<ArcSwap<Targets>>;
 
 /// Watches the cluster and keeps `targets` current. Returns only on a fatal
 /// error; watch errors are retried with backoff by the watcher itself.
-/// `readiness` is set once both caches have been listed.
-pub async fn run(client: Client, targets: SharedTargets, readiness: Readiness) -> Result<()> {
+/// `readiness` is set once every cache has been listed. Linked clusters are
+/// read from the ServiceAccounts `kubectl mc link` makes in `namespace`.
+pub async fn run(
+    client: Client,
+    namespace: &str,
+    targets: SharedTargets,
+    readiness: Readiness,
+) -> Result<()> {
     let changed = Arc::new(Notify::new());
 
     let services_api: Api<Service> = Api::all(client.clone());
@@ -40,6 +47,18 @@ pub async fn run(client: Client, targets: SharedTargets, readiness: Readiness) -
     let services_stream = reflector(services_writer, watcher(services_api, exported))
         .default_backoff()
         .touched_objects();
+
+    let accounts_api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let (accounts, accounts_writer) = reflector::store();
+    let accounts_stream = reflector(
+        accounts_writer,
+        watcher(
+            accounts_api,
+            watcher::Config::default().labels(labels::LINKED_CLUSTER),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
 
     let slices_api: Api<EndpointSlice> = Api::all(client);
     let (slices, slices_writer) = reflector::store();
@@ -69,28 +88,65 @@ pub async fn run(client: Client, targets: SharedTargets, readiness: Readiness) -
         "endpointslices",
     );
 
+    let accounts_task = feed(
+        accounts_stream.map(|r| r.map(|_| ())).boxed(),
+        "serviceaccounts",
+    );
+
     services.wait_until_ready().await?;
     slices.wait_until_ready().await?;
-    rebuild(&targets, &services, &slices);
+    accounts.wait_until_ready().await?;
+    let caches = Caches {
+        services,
+        slices,
+        accounts,
+    };
+    caches.rebuild(&targets);
     readiness.set(true);
-    tracing::info!(exported = targets.load().exported_count(), "caches synced");
+    let snapshot = targets.load();
+    tracing::info!(
+        exported = snapshot.exported_count(),
+        linked = ?snapshot.linked(),
+        "caches synced"
+    );
 
     loop {
         changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
-        rebuild(&targets, &services, &slices);
-        if services_task.is_finished() || slices_task.is_finished() {
+        caches.rebuild(&targets);
+        if services_task.is_finished() || slices_task.is_finished() || accounts_task.is_finished() {
             anyhow::bail!("a watch stream ended");
         }
     }
 }
 
-fn rebuild(
-    targets: &SharedTargets,
-    services: &reflector::Store<Service>,
-    slices: &reflector::Store<EndpointSlice>,
-) {
-    let next = Targets::build(&services.state(), &slices.state(), &targets.load());
-    tracing::debug!(exported = next.exported_count(), "targets rebuilt");
-    targets.store(Arc::new(next));
+struct Caches {
+    services: reflector::Store<Service>,
+    slices: reflector::Store<EndpointSlice>,
+    accounts: reflector::Store<ServiceAccount>,
+}
+
+impl Caches {
+    fn rebuild(&self, targets: &SharedTargets) {
+        let linked: HashSet<String> = self
+            .accounts
+            .state()
+            .iter()
+            .filter_map(|sa| sa.metadata.labels.as_ref()?.get(labels::LINKED_CLUSTER))
+            .filter(|name| mc_identity::valid_cluster_name(name))
+            .cloned()
+            .collect();
+        let next = Targets::build(
+            &self.services.state(),
+            &self.slices.state(),
+            linked,
+            &targets.load(),
+        );
+        tracing::debug!(
+            exported = next.exported_count(),
+            linked = next.linked().len(),
+            "targets rebuilt"
+        );
+        targets.store(Arc::new(next));
+    }
 }

@@ -124,6 +124,16 @@ pub fn cluster_of_chain(
     chain: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<IssuingCluster, ClusterError> {
+    cluster_of_path(anchors, chain, now, webpki::KeyUsage::client_auth())
+}
+
+/// [`cluster_of_chain`] for a chain used with `usage`.
+pub(crate) fn cluster_of_path(
+    anchors: &[WebPkiAnchor<'_>],
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+) -> Result<IssuingCluster, ClusterError> {
     let (end_entity, intermediates) = chain
         .split_first()
         .ok_or_else(|| ClusterError::Chain("empty chain".to_owned()))?;
@@ -135,7 +145,7 @@ pub fn cluster_of_chain(
             anchors,
             intermediates,
             now,
-            webpki::KeyUsage::client_auth(),
+            usage,
             None,
             None,
         )

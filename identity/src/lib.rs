@@ -53,5 +53,7 @@ pub use material::Identity;
 pub use peer::{PeerIdError, peer_spiffe_id, spiffe_id_of};
 pub use source::{CertSource, FileCertSource, SharedIdentity};
 pub use spiffe::{SYSTEM_NAMESPACE, SpiffeId, SpiffeIdError};
-pub use tls::{SourceResolver, client_config, server_config};
-pub use verify::{AgentVerifier, GatewayVerifier, UnexpectedIdentity, crypto_provider};
+pub use tls::{SourceResolver, client_config, cluster_client_config, server_config};
+pub use verify::{
+    AgentVerifier, GatewayVerifier, UnexpectedCluster, UnexpectedIdentity, crypto_provider,
+};

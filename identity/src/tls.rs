@@ -77,14 +77,30 @@ pub fn server_config(source: Arc<dyn CertSource>) -> Result<Arc<ServerConfig>> {
 /// address. Build one config per expected gateway identity: resumed
 /// sessions skip verification, so configs must not share a session cache.
 pub fn client_config(source: Arc<dyn CertSource>, gateway: SpiffeId) -> Result<Arc<ClientConfig>> {
+    let verifier = GatewayVerifier::new(Arc::clone(&source), gateway);
+    config_with(source, verifier)
+}
+
+/// [`client_config`] for the gateways of `cluster`: their certificates must
+/// also come from that cluster's issuer.
+pub fn cluster_client_config(
+    source: Arc<dyn CertSource>,
+    gateway: SpiffeId,
+    cluster: &str,
+) -> Result<Arc<ClientConfig>> {
+    let verifier = GatewayVerifier::new(Arc::clone(&source), gateway).in_cluster(cluster);
+    config_with(source, verifier)
+}
+
+fn config_with(
+    source: Arc<dyn CertSource>,
+    verifier: GatewayVerifier,
+) -> Result<Arc<ClientConfig>> {
     let mut config = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 with the ring provider")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(GatewayVerifier::new(
-            Arc::clone(&source),
-            gateway,
-        )))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(SourceResolver::new(source)));
     config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
         CLIENT_SESSION_CACHE,

@@ -3,8 +3,11 @@
 //! needs no new TLS config.
 //!
 //! * [`GatewayVerifier`] (agent side): the gateway's chain must reach an
-//!   anchor and its single URI SAN must be exactly the expected SPIFFE ID.
-//!   The TLS server name is ignored: SPIFFE IDs are URI SANs, not DNS names.
+//!   anchor and its single URI SAN must be exactly the expected SPIFFE ID;
+//!   with [`GatewayVerifier::in_cluster`], the issuer on the path must also
+//!   be that cluster's (a gateway of another linked cluster, or a leaf the
+//!   anchor signed directly, is refused). The TLS server name is ignored:
+//!   SPIFFE IDs are URI SANs, not DNS names.
 //! * [`AgentVerifier`] (gateway side): the client certificate is mandatory,
 //!   must reach an anchor and must carry a SPIFFE ID in the gateway's own
 //!   trust domain. Which IDs may reach which service is the gateway's
@@ -21,6 +24,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
+use crate::issuer::cluster_of_path;
 use crate::peer::spiffe_id_of;
 use crate::source::CertSource;
 use crate::spiffe::SpiffeId;
@@ -102,17 +106,39 @@ fn signature_schemes() -> Vec<SignatureScheme> {
     algorithms().supported_schemes()
 }
 
+/// The gateway's certificate was not issued by the expected cluster.
+#[derive(Debug, thiserror::Error)]
+#[error("gateway certificate is not from cluster {expected}'s issuer: {found}")]
+pub struct UnexpectedCluster {
+    /// What the chain shows (a cluster, or why none).
+    pub found: String,
+    /// The cluster the Link names.
+    pub expected: String,
+}
+
 /// Agent side: verifies the gateway. See the module docs.
 #[derive(Debug)]
 pub struct GatewayVerifier {
     source: Arc<dyn CertSource>,
     expected: SpiffeId,
+    cluster: Option<String>,
 }
 
 impl GatewayVerifier {
     /// Accepts only a gateway proving `expected`.
     pub fn new(source: Arc<dyn CertSource>, expected: SpiffeId) -> GatewayVerifier {
-        GatewayVerifier { source, expected }
+        GatewayVerifier {
+            source,
+            expected,
+            cluster: None,
+        }
+    }
+
+    /// Also requires the gateway's certificate to come from `cluster`'s
+    /// issuer.
+    pub fn in_cluster(mut self, cluster: &str) -> GatewayVerifier {
+        self.cluster = Some(cluster.to_owned());
+        self
     }
 }
 
@@ -140,6 +166,25 @@ impl ServerCertVerifier for GatewayVerifier {
                 found: found.to_string(),
                 expected: self.expected.to_string(),
             }));
+        }
+        if let Some(expected) = &self.cluster {
+            let issuing = cluster_of_path(
+                identity.anchors(),
+                &chain,
+                now,
+                webpki::KeyUsage::server_auth(),
+            );
+            let found = match issuing {
+                Ok(issuing) if issuing.cluster == *expected => None,
+                Ok(issuing) => Some(format!("cluster {}", issuing.cluster)),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(found) = found {
+                return Err(identity_error(UnexpectedCluster {
+                    found,
+                    expected: expected.clone(),
+                }));
+            }
         }
         Ok(ServerCertVerified::assertion())
     }

@@ -307,3 +307,43 @@ fn inconsistent_material_is_refused_at_load() {
     assert_eq!(lifetime, HOUR + Duration::from_secs(300));
     assert_eq!(id.renew_at(), id.not_before() + lifetime * 2 / 3);
 }
+
+fn cluster_identity(issuer: &mc_identity::ClusterIssuer, sa: &str) -> Arc<SharedIdentity> {
+    let id = SpiffeId::system(TD, sa).unwrap();
+    let leaf = issuer.issue_leaf(&id, HOUR).unwrap();
+    let identity =
+        Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, issuer.anchors_pem()).unwrap();
+    Arc::new(SharedIdentity::new(identity))
+}
+
+#[tokio::test]
+async fn an_agent_accepts_only_the_gateway_of_the_linked_cluster() {
+    let anchor = TrustAnchor::generate(TD).unwrap();
+    let east = anchor.issue_cluster_issuer("east", HOUR).unwrap();
+    let north = anchor.issue_cluster_issuer("north", HOUR).unwrap();
+    let west = anchor.issue_cluster_issuer("west", HOUR).unwrap();
+    let agent = cluster_identity(&west, "mc-node-agent");
+    let for_east =
+        || mc_identity::cluster_client_config(agent.clone(), gateway_id(), "east").unwrap();
+
+    let (addr, mut accepted) =
+        start_server(server_config(cluster_identity(&east, "mc-gateway")).unwrap()).await;
+    let mut stream = connect(for_east(), addr).await.expect("east's gateway");
+    let mut server = accepted.recv().await.unwrap().unwrap();
+    stream.write_all(b"x").await.unwrap();
+    let mut byte = [0u8; 1];
+    server.read_exact(&mut byte).await.unwrap();
+
+    // Same trust anchor and SPIFFE ID, but another cluster's issuer: a
+    // gateway of north must not be able to stand in for east's.
+    let (north_addr, _north) =
+        start_server(server_config(cluster_identity(&north, "mc-gateway")).unwrap()).await;
+    let err = connect(for_east(), north_addr).await.unwrap_err();
+    assert!(err.to_string().contains("cluster north"), "{err}");
+
+    // A leaf the anchor signed directly names no cluster at all.
+    let (direct_addr, _direct) =
+        start_server(server_config(identity(&anchor, "mc-gateway")).unwrap()).await;
+    let err = connect(for_east(), direct_addr).await.unwrap_err();
+    assert!(err.to_string().contains("UnexpectedCluster"), "{err}");
+}

@@ -207,6 +207,12 @@ pub struct LinkArgs {
     /// Apply the Secret and Link to this context instead of printing them.
     #[arg(long, value_name = "CONTEXT")]
     pub apply_to: Option<String>,
+    /// Name of the cluster that will use the Link (where its Secret and Link
+    /// are applied). Read from --apply-to's cluster when that is given. It
+    /// gets its own read-only account here, and this cluster's gateway
+    /// accepts its agents from now on.
+    #[arg(long, value_name = "NAME")]
+    pub from_cluster: Option<String>,
 }
 
 /// `unlink` flags.

@@ -191,7 +191,7 @@ pub fn link_objects(
     Ok(vec![object(&secret)?, object(&link)?])
 }
 
-async fn mint_token(ctx: &KubeContext, seconds: i64) -> Result<String> {
+async fn mint_token(ctx: &KubeContext, account: &str, seconds: i64) -> Result<String> {
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), mc_api::NAMESPACE);
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -201,12 +201,12 @@ async fn mint_token(ctx: &KubeContext, seconds: i64) -> Result<String> {
         ..TokenRequest::default()
     };
     let response = api
-        .create_token_request(LINK_READER, &PostParams::default(), &request)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
         .map_err(|e| {
             ctx.error(
                 format!(
-                    "minting a token for ServiceAccount {}/{LINK_READER}",
+                    "minting a token for ServiceAccount {}/{account}",
                     mc_api::NAMESPACE
                 ),
                 &e,
@@ -328,7 +328,7 @@ pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
         })?;
     let gateway = gateway_endpoint(&gateway_service, args, &target.name)?;
     // The linking side is checked before anything is created in the target.
-    let destination = match &args.apply_to {
+    let (destination, linking) = match &args.apply_to {
         Some(name) => {
             let destination = KubeContext::connect_reachable(global, Some(name)).await?;
             ensure_link_crd(&destination).await?;
@@ -350,12 +350,34 @@ pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
                 );
             }
             check_shared_anchor(&target, &destination).await?;
-            Some(destination)
+            if let Some(named) = &args.from_cluster
+                && *named != theirs.cluster_name
+            {
+                bail!(
+                    "--from-cluster {named:?} but context {:?} was installed as cluster {:?}",
+                    destination.name,
+                    theirs.cluster_name
+                );
+            }
+            (Some(destination), theirs.cluster_name)
         }
-        None => None,
+        None => match &args.from_cluster {
+            Some(named) => (None, named.clone()),
+            None => bail!(
+                "name the cluster that will use this Link: --from-cluster NAME (or --apply-to CONTEXT to apply it there directly)"
+            ),
+        },
     };
-    apply::apply_all(&target, &rbac::link_reader()?, Progress::Stderr).await?;
-    let token = mint_token(&target, seconds).await?;
+    if !mc_identity::valid_cluster_name(&linking) {
+        bail!("{linking:?} is not a valid cluster name (a DNS label)");
+    }
+    if linking == config.cluster_name {
+        bail!("a cluster cannot link to itself ({linking:?})");
+    }
+    let mut reader = rbac::link_reader()?;
+    reader.extend(rbac::linked_cluster(&linking)?);
+    apply::apply_all(&target, &reader, Progress::Stderr).await?;
+    let token = mint_token(&target, &rbac::linked_cluster_account(&linking), seconds).await?;
     let mut access = target.cluster_access()?;
     match &args.api_server_address {
         Some(server) => access.server = server.clone(),

@@ -2,7 +2,7 @@
 //! --force, in which case Links are unlinked first (mirrors included).
 
 use anyhow::{Result, bail};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 
@@ -62,6 +62,32 @@ async fn delete_link_secrets(ctx: &KubeContext) -> Result<()> {
     Ok(())
 }
 
+/// The readers (and their cluster-wide bindings) `link` made here for the
+/// clusters that link to this one.
+async fn linked_cluster_objects(ctx: &KubeContext) -> Result<Vec<Object>> {
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), mc_api::NAMESPACE);
+    let accounts = match api
+        .list(&ListParams::default().labels(mc_api::labels::LINKED_CLUSTER))
+        .await
+    {
+        Ok(accounts) => accounts,
+        Err(e) if status_code(&e) == Some(404) => return Ok(Vec::new()),
+        Err(e) => return Err(ctx.error("listing the linked clusters' ServiceAccounts", &e)),
+    };
+    let mut objects = Vec::new();
+    for account in accounts {
+        if let Some(cluster) = account
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(mc_api::labels::LINKED_CLUSTER))
+        {
+            objects.extend(rbac::linked_cluster(cluster)?);
+        }
+    }
+    Ok(objects)
+}
+
 /// `kubectl mc uninstall`.
 pub async fn run(global: &Global, args: &UninstallArgs) -> Result<()> {
     let format = global.output.unwrap_or(OutputFormat::Yaml);
@@ -100,6 +126,7 @@ pub async fn run(global: &Global, args: &UninstallArgs) -> Result<()> {
         Err(_) => "unknown".to_string(),
     };
     let mut objects = installed_objects(&cluster_name)?;
+    objects.extend(linked_cluster_objects(&ctx).await?);
     if !args.apply {
         let mut all = Vec::new();
         for link in &links {

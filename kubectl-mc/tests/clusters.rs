@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use common::{Clusters, yaml_docs};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -313,6 +313,24 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
         wrong.stderr
     );
 
+    // Printing needs the name of the cluster that will use the Link.
+    let unnamed = c
+        .mc(&[
+            "--context",
+            "east",
+            "link",
+            "--cluster-name",
+            "east",
+            "--gateway-address",
+            "192.0.2.10",
+        ])
+        .await
+        .failed();
+    assert!(
+        unnamed.stderr.contains("--from-cluster NAME"),
+        "{}",
+        unnamed.stderr
+    );
     // Printing: a Secret then a Link.
     let printed = c
         .mc(&[
@@ -323,6 +341,8 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
             "east",
             "--gateway-address",
             "192.0.2.10",
+            "--from-cluster",
+            "west",
         ])
         .await
         .ok();
@@ -339,6 +359,8 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
             "east",
             "--gateway-address",
             "192.0.2.10",
+            "--from-cluster",
+            "west",
             "-o",
             "json",
         ])
@@ -359,6 +381,8 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
             "east",
             "--gateway-address",
             "192.0.2.10",
+            "--from-cluster",
+            "west",
             "--api-server-address",
             "https://east.example:6443",
         ])
@@ -430,10 +454,15 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
         .await;
     assert!(matches!(secrets, Err(kube::Error::Api(s)) if s.code == 403));
     let east = c.client("east").await;
-    Api::<ServiceAccount>::namespaced(east.clone(), "mc-system")
-        .get("mc-link-reader")
+    let account = Api::<ServiceAccount>::namespaced(east.clone(), "mc-system")
+        .get("mc-link-west")
         .await
-        .expect("reader SA");
+        .expect("west's reader SA");
+    assert_eq!(
+        account.metadata.labels.unwrap()["mc.dev/linked-cluster"],
+        "west",
+        "the account names the linked cluster for the gateway"
+    );
     let reader_role = Api::<ClusterRole>::all(east)
         .get("mc-link-reader")
         .await
@@ -983,10 +1012,18 @@ async fn uninstall_refuses_while_links_exist_and_forces_through() {
     let east = c.client("east").await;
     assert!(
         Api::<ServiceAccount>::namespaced(east.clone(), "mc-system")
-            .get_opt("mc-link-reader")
+            .get_opt("mc-link-west")
             .await
             .unwrap()
             .is_none()
+    );
+    assert!(
+        Api::<ClusterRoleBinding>::all(east.clone())
+            .get_opt("mc-link-west")
+            .await
+            .unwrap()
+            .is_none(),
+        "uninstall removes the linked cluster's cluster-wide binding"
     );
 }
 

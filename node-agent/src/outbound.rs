@@ -99,7 +99,7 @@ impl Tunnels {
                     continue;
                 }
             };
-            let tls = match mc_identity::client_config(source.clone(), identity) {
+            let tls = match mc_identity::cluster_client_config(source.clone(), identity, cluster) {
                 Ok(tls) => tls,
                 Err(error) => {
                     tracing::warn!(%cluster, error = format!("{error:#}"), "cannot build the tunnel TLS config");

@@ -821,7 +821,7 @@ async fn mirrors_survive_an_outage_follow_a_rotated_token_and_go_with_unlink() -
         .get("mc-link-east")
         .await?;
     Api::<ServiceAccount>::namespaced(east.clone(), mc_api::NAMESPACE)
-        .delete("mc-link-reader", &DeleteParams::default())
+        .delete("mc-link-west", &DeleteParams::default())
         .await?;
     // Established watches outlive a revoked token (as on a real API server);
     // a dropped connection makes the controller present it again.

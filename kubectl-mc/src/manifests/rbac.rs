@@ -96,6 +96,12 @@ pub fn gateway_cluster_rules() -> Vec<PolicyRule> {
     ]
 }
 
+/// Rules of the gateway in `mc-system`: the ServiceAccounts `link` makes
+/// name the clusters whose agents it accepts.
+pub fn gateway_namespace_rules() -> Vec<PolicyRule> {
+    vec![rule(&[""], &["serviceaccounts"], READ)]
+}
+
 /// Cluster-wide rules of the node agent.
 pub fn node_agent_cluster_rules() -> Vec<PolicyRule> {
     vec![
@@ -182,7 +188,7 @@ pub fn components() -> Result<Vec<Object>> {
     objects.extend(identity_with_rules(
         GATEWAY,
         gateway_cluster_rules(),
-        vec![],
+        gateway_namespace_rules(),
     )?);
     objects.extend(identity_with_rules(
         NODE_AGENT,
@@ -192,7 +198,52 @@ pub fn components() -> Result<Vec<Object>> {
     Ok(objects)
 }
 
-/// The remote reader `link` ensures in the target cluster.
+/// The ClusterRole every linked cluster's reader is bound to.
 pub fn link_reader() -> Result<Vec<Object>> {
-    identity_with_rules(LINK_READER, link_reader_rules(), vec![])
+    Ok(vec![object(&ClusterRole {
+        metadata: cluster_meta(LINK_READER, Some("link")),
+        rules: Some(link_reader_rules()),
+        ..ClusterRole::default()
+    })?])
+}
+
+/// Name of the ServiceAccount (and its ClusterRoleBinding) through which
+/// `cluster` reads this one, and whose existence links it here.
+pub fn linked_cluster_account(cluster: &str) -> String {
+    format!("mc-link-{cluster}")
+}
+
+/// What `link` makes in the target for the linking `cluster`: its own
+/// ServiceAccount (labelled with the cluster's name: the gateway accepts
+/// that cluster's agents while it exists) bound to the reader ClusterRole.
+/// Deleting the account revokes the token and the gateway's acceptance.
+pub fn linked_cluster(cluster: &str) -> Result<Vec<Object>> {
+    let name = linked_cluster_account(cluster);
+    let mut account_meta = system_meta(&name, Some("link"));
+    account_meta
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(
+            mc_api::labels::LINKED_CLUSTER.to_string(),
+            cluster.to_string(),
+        );
+    let mut binding_meta = cluster_meta(&name, Some("link"));
+    binding_meta
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(
+            mc_api::labels::LINKED_CLUSTER.to_string(),
+            cluster.to_string(),
+        );
+    Ok(vec![
+        object(&ServiceAccount {
+            metadata: account_meta,
+            ..ServiceAccount::default()
+        })?,
+        object(&ClusterRoleBinding {
+            metadata: binding_meta,
+            role_ref: role_ref("ClusterRole", LINK_READER),
+            subjects: Some(subject(&name)),
+        })?,
+    ])
 }

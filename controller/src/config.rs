@@ -34,6 +34,17 @@ pub struct Config {
     pub signer_accounts: Vec<(String, String)>,
     /// Secret in `namespace` holding the cluster issuer.
     pub issuer_secret: String,
+    /// Which loops the leader runs.
+    pub loops: Vec<Loop>,
+}
+
+/// One of the loops the leader runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Loop {
+    /// The service mirror, link probes and status, one supervisor per Link.
+    Links,
+    /// The certificate signer for the agents' and gateways' CSRs.
+    Signer,
 }
 
 /// The accounts the signer serves by default: mc's node agent and gateway.
@@ -71,6 +82,7 @@ impl Config {
             leaf_lifetime: Duration::from_secs(24 * 3600),
             signer_accounts: default_signer_accounts(),
             issuer_secret: mc_identity::ISSUER_SECRET.to_string(),
+            loops: vec![Loop::Links, Loop::Signer],
         }
     }
 }

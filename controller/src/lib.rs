@@ -32,7 +32,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, Loop};
 
 use crate::context::Context;
 use crate::leader::{Elector, LeaderConfig};
@@ -96,7 +96,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
     )));
     tracing::info!(identity = %config.identity, cluster = %config.cluster_name, "controller started");
 
-    let mut supervisor: Option<(Task<()>, Task<()>)> = None;
+    let mut supervisor: Option<Vec<Task<()>>> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -107,10 +107,14 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
                 let leads = *leading.borrow_and_update();
                 metrics.leader(leads);
                 supervisor = leads.then(|| {
-                    (
-                        Task(tokio::spawn(links::supervise(ctx.clone()))),
-                        Task(tokio::spawn(signer::run(ctx.clone()))),
-                    )
+                    config
+                        .loops
+                        .iter()
+                        .map(|part| match part {
+                            Loop::Links => Task(tokio::spawn(links::supervise(ctx.clone()))),
+                            Loop::Signer => Task(tokio::spawn(signer::run(ctx.clone()))),
+                        })
+                        .collect::<Vec<_>>()
                 });
             }
         }

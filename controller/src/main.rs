@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use mc_controller::Config;
-use mc_controller::config::{default_signer_accounts, parse_account, parse_duration};
+use mc_controller::config::{Loop, default_signer_accounts, parse_account, parse_duration};
 use tokio_util::sync::CancellationToken;
 
 /// Command-line flags.
@@ -55,6 +55,15 @@ struct Args {
     /// Secret (in --namespace) holding the cluster issuer.
     #[arg(long, default_value = mc_identity::ISSUER_SECRET)]
     issuer_secret: String,
+    /// Loops the leader runs (comma-separated): `links` (service mirror,
+    /// probes, status) and `signer` (certificate signer).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "links,signer"
+    )]
+    controllers: Vec<Loop>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -98,6 +107,7 @@ async fn main() -> Result<()> {
             args.signer_allow
         },
         issuer_secret: args.issuer_secret,
+        loops: args.controllers,
     };
     let client = kube::Client::try_default()
         .await

@@ -311,8 +311,7 @@ fn inconsistent_material_is_refused_at_load() {
 fn cluster_identity(issuer: &mc_identity::ClusterIssuer, sa: &str) -> Arc<SharedIdentity> {
     let id = SpiffeId::system(TD, sa).unwrap();
     let leaf = issuer.issue_leaf(&id, HOUR).unwrap();
-    let identity =
-        Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, issuer.anchors_pem()).unwrap();
+    let identity = Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, issuer.anchors_pem()).unwrap();
     Arc::new(SharedIdentity::new(identity))
 }
 

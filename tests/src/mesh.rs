@@ -3,20 +3,24 @@
 //! Services, created directly through the API (as the service mirror will).
 //!
 //! The components run as real Pods with their own ServiceAccounts and the
-//! RBAC the install manifests grant; identities come from files made with a
-//! trust anchor generated here (the lab stand-in for issuance).
+//! RBAC the install manifests grant. Identity is the real thing: one trust
+//! anchor generated here, an issuer per cluster in its `mc-identity-issuer`
+//! Secret, mc-controller's signer in each cluster (`--controllers signer`:
+//! the mirrors are made here, not by the service mirror), and agents and
+//! the gateway holding keys in memory and certificates from CSRs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::{Client, CustomResourceExt};
+use kubectl_mc::manifests::{identity as identity_manifests, rbac};
+use kubectl_mc::objects::Object;
 use mc_api::Link;
-use mc_identity::TrustAnchor;
+use mc_identity::{ClusterIssuer, IssuedLeaf, SpiffeId, TrustAnchor};
 use serde_json::json;
 
 use crate::{Lab, eventually};
@@ -26,25 +30,48 @@ pub const TRUST_DOMAIN: &str = "mc.local";
 /// Namespace of mc's components.
 pub const NS: &str = mc_api::NAMESPACE;
 
-/// A running mesh: the lab, the identity files and the gateway address.
+/// A running mesh: the lab, the trust material and the gateway address.
 pub struct Mesh {
     pub lab: Lab,
     pub east: Client,
     pub west: Client,
-    /// Where the identities live (`<dir>/<sa>/{tls.crt,tls.key,ca.crt}`).
+    /// Per cluster, the directory with the trust anchors (`<dir>/<cluster>/ca.crt`)
+    /// the cluster's agents and gateway load (the `mc-trust-anchor` mount).
     pub identity_root: PathBuf,
     /// The LoadBalancer address of east's gateway.
     pub gateway_ip: String,
     /// The trust anchor every identity chains to.
     pub anchor: TrustAnchor,
+    /// The issuer of each cluster, by name.
+    pub issuers: BTreeMap<String, ClusterIssuer>,
     /// [`node_network_state`] of each west node before its agent started.
     pub before_agents: Vec<String>,
+}
+
+/// Settings of a [`Mesh`].
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    /// Lifetime of the leaves the signers issue (renewed at two thirds).
+    pub leaf_lifetime: Duration,
+}
+
+impl Default for MeshOptions {
+    fn default() -> MeshOptions {
+        MeshOptions {
+            leaf_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl Mesh {
     /// Brings up east and west (two nodes each) with the gateway in east and
     /// an agent on every west node, linked by a Link named `east`.
     pub async fn start() -> Result<Mesh> {
+        Mesh::start_with(MeshOptions::default()).await
+    }
+
+    /// [`Mesh::start`] with `options`.
+    pub async fn start_with(options: MeshOptions) -> Result<Mesh> {
         let lab = Lab::up(&["east", "west"], 2)?;
         let east = lab.client("east").await?;
         let west = lab.client("west").await?;
@@ -52,19 +79,21 @@ impl Mesh {
             .join(&lab.name)
             .join("identity");
         let anchor = TrustAnchor::generate(TRUST_DOMAIN)?;
-        for sa in ["mc-gateway", "mc-node-agent"] {
-            anchor.issue_to_dir(
-                NS,
-                sa,
-                Duration::from_secs(24 * 3600),
-                &identity_root.join(sa),
-            )?;
+        let mut issuers = BTreeMap::new();
+        for (cluster, client) in [("east", &east), ("west", &west)] {
+            let issuer = anchor.issue_cluster_issuer(cluster, Duration::from_secs(24 * 3600))?;
+            let dir = identity_root.join(cluster);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("ca.crt"), anchor.cert_pem())?;
+            install_basics(client, cluster, &issuer).await?;
+            start_signer(client, cluster, options.leaf_lifetime).await?;
+            issuers.insert(cluster.to_string(), issuer);
         }
-
-        for client in [&east, &west] {
-            install_basics(client).await?;
-        }
-        start_gateway(&east, &identity_root.join("mc-gateway")).await?;
+        // `kubectl mc link` run against east for west: west's reader account,
+        // which is also what tells east's gateway that west is linked.
+        create_objects(&east, &rbac::link_reader()?).await?;
+        create_objects(&east, &rbac::linked_cluster("west")?).await?;
+        start_gateway(&east, &identity_root.join("east")).await?;
         let gateway_ip = load_balancer_ip(&east, "mc-gateway").await?;
 
         let before_agents = (0..2)
@@ -77,6 +106,7 @@ impl Mesh {
             identity_root,
             gateway_ip,
             anchor,
+            issuers,
             before_agents,
         };
         mesh.apply_link("east", &mesh.gateway_identity()).await?;
@@ -89,6 +119,16 @@ impl Mesh {
     /// The SPIFFE ID of east's gateway.
     pub fn gateway_identity(&self) -> String {
         mc_api::spiffe_id(TRUST_DOMAIN, NS, "mc-gateway")
+    }
+
+    /// A leaf for `mc-system/<sa>` from `cluster`'s issuer (what its signer
+    /// would issue), valid for `lifetime`; `cert_pem` is the chain.
+    pub fn issue(&self, cluster: &str, sa: &str, lifetime: Duration) -> Result<IssuedLeaf> {
+        let issuer = self
+            .issuers
+            .get(cluster)
+            .with_context(|| format!("no issuer for cluster {cluster}"))?;
+        issuer.issue_leaf(&SpiffeId::system(TRUST_DOMAIN, sa)?, lifetime)
     }
 
     /// Creates or replaces the Link `east` in west, naming `identity` as
@@ -120,7 +160,7 @@ impl Mesh {
 
     /// Starts the agent pod of a west node and waits until it is ready.
     pub async fn start_agent(&self, node: &str) -> Result<()> {
-        let dir = self.identity_root.join("mc-node-agent");
+        let dir = self.identity_root.join("west");
         let pod = component_pod(
             &agent_pod_name(node),
             "mc-node-agent",
@@ -129,6 +169,8 @@ impl Mesh {
                 "run",
                 "--cluster-name",
                 "west",
+                "--identity-source",
+                "csr",
                 "--identity-dir",
                 dir
             ]),
@@ -224,9 +266,9 @@ fn agent_pod_name(node: &str) -> String {
     format!("mc-node-agent-{node}")
 }
 
-/// Namespace, ServiceAccounts, the Link CRD and least-privilege RBAC of the
-/// gateway and the agent, as the install manifests grant them.
-async fn install_basics(client: &Client) -> Result<()> {
+/// Namespace, the Link CRD, the components' ServiceAccounts and RBAC and
+/// the identity Secrets, exactly as `kubectl mc install` renders them.
+async fn install_basics(client: &Client, cluster: &str, issuer: &ClusterIssuer) -> Result<()> {
     let pp = PostParams::default();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -238,59 +280,56 @@ async fn install_basics(client: &Client) -> Result<()> {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
     crds.create(&pp, &Link::crd()).await?;
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
-    for sa in ["mc-gateway", "mc-node-agent"] {
-        sas.create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": sa}}))?,
-        )
-        .await?;
+    create_objects(client, &rbac::components()?).await?;
+    create_objects(client, &identity_manifests::secrets(issuer)?)
+        .await
+        .with_context(|| format!("identity Secrets of {cluster}"))
+}
+
+/// Creates rendered objects as they are.
+async fn create_objects(client: &Client, objects: &[Object]) -> Result<()> {
+    for object in objects {
+        let api: Api<DynamicObject> = match object.namespace() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &object.resource),
+            None => Api::all_with(client.clone(), &object.resource),
+        };
+        api.create(&PostParams::default(), &object.dynamic)
+            .await
+            .with_context(|| format!("creating {}", object.describe()))?;
     }
-    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
-    let read = json!(["get", "list", "watch"]);
-    cluster_roles
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "mc-gateway"}, "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": read},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read}]}))?)
-        .await?;
-    cluster_roles
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": "mc-node-agent"}, "rules": [
-            {"apiGroups": [""], "resources": ["services", "pods"], "verbs": read}]}))?,
-        )
-        .await?;
-    let roles: Api<Role> = Api::namespaced(client.clone(), NS);
-    roles
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": "mc-node-agent"}, "rules": [
-            {"apiGroups": ["mc.dev"], "resources": ["links"], "verbs": read}]}))?,
-        )
-        .await?;
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    for sa in ["mc-gateway", "mc-node-agent"] {
-        crbs.create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": sa},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NS}]}))?,
-        )
-        .await?;
-    }
-    let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), NS);
-    rbs.create(&pp, &serde_json::from_value(json!({"metadata": {"name": "mc-node-agent"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mc-node-agent"},
-        "subjects": [{"kind": "ServiceAccount", "name": "mc-node-agent", "namespace": NS}]}))?)
-        .await?;
     Ok(())
+}
+
+/// mc-controller running only its certificate signer.
+async fn start_signer(client: &Client, cluster: &str, leaf_lifetime: Duration) -> Result<()> {
+    let pod = component_pod(
+        "mc-controller-0",
+        "mc-controller",
+        json!([
+            "mc-controller",
+            "--cluster-name",
+            cluster,
+            "--controllers",
+            "signer",
+            "--leaf-lifetime",
+            format!("{}s", leaf_lifetime.as_secs()),
+        ]),
+        None,
+    );
+    create_and_wait_ready(client, pod).await
 }
 
 async fn start_gateway(client: &Client, identity_dir: &Path) -> Result<()> {
     let pod = component_pod(
         "mc-gateway-0",
         "mc-gateway",
-        json!(["mc-gateway", "--identity-dir", identity_dir]),
+        json!([
+            "mc-gateway",
+            "--identity-source",
+            "csr",
+            "--identity-dir",
+            identity_dir
+        ]),
         None,
     );
     let services: Api<Service> = Api::namespaced(client.clone(), NS);

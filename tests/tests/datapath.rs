@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use mc_e2e::eventually;
-use mc_e2e::mesh::{Mesh, NS, east_service, node_network_state};
+use mc_e2e::mesh::{Mesh, east_service, node_network_state};
 use mc_identity::{CertSource, GatewayVerifier, Identity, SharedIdentity, SpiffeId, TrustAnchor};
 use mc_tunnel::{Request, Source, Status, Target, read_status, write_request};
 use tokio::net::TcpStream;
@@ -190,15 +190,17 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
 
     // Callers that cannot prove themselves never get a stream.
     let gateway = format!("{}:{}", mesh.gateway_ip, mc_api::GATEWAY_TUNNEL_PORT);
-    let agent_identity = load_identity(&mesh, "mc-node-agent")?;
+    let agent_identity = west_agent_identity(&mesh)?;
     let gateway_id = SpiffeId::parse(&mesh.gateway_identity())?;
     let no_cert = rustls_client(&agent_identity, &gateway_id, None)?;
     assert_gateway_refuses(&gateway, no_cert).await;
-    let stranger = TrustAnchor::generate(mc_e2e::mesh::TRUST_DOMAIN)?.issue(
-        NS,
-        "mc-node-agent",
-        Duration::from_secs(3600),
-    )?;
+    // Another anchor's issuer for west: right names, wrong root.
+    let stranger = TrustAnchor::generate(mc_e2e::mesh::TRUST_DOMAIN)?
+        .issue_cluster_issuer("west", Duration::from_secs(3600))?
+        .issue_leaf(
+            &SpiffeId::system(mc_e2e::mesh::TRUST_DOMAIN, "mc-node-agent")?,
+            Duration::from_secs(3600),
+        )?;
     let foreign = rustls_client(
         &agent_identity,
         &gateway_id,
@@ -207,9 +209,12 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
     assert_gateway_refuses(&gateway, foreign).await;
     // The same client with the real certificate is let through: the checks
     // above failed for the certificate, not for the test's plumbing.
-    let own = std::fs::read_to_string(mesh.identity_root.join("mc-node-agent/tls.crt"))?;
-    let own_key = std::fs::read_to_string(mesh.identity_root.join("mc-node-agent/tls.key"))?;
-    let good = rustls_client(&agent_identity, &gateway_id, Some((&own, &own_key)))?;
+    let own = mesh.issue("west", "mc-node-agent", Duration::from_secs(3600))?;
+    let good = rustls_client(
+        &agent_identity,
+        &gateway_id,
+        Some((&own.cert_pem, &own.key_pem)),
+    )?;
     assert_eq!(open_stream(&gateway, good).await?, Status::Ok);
 
     // A gateway that does not carry the identity the Link names.
@@ -229,11 +234,10 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
     Ok(())
 }
 
-fn load_identity(mesh: &Mesh, sa: &str) -> Result<Arc<dyn CertSource>> {
-    let dir = mesh.identity_root.join(sa);
-    let read =
-        |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading {f}"));
-    let identity = Identity::from_pem(&read("tls.crt")?, &read("tls.key")?, &read("ca.crt")?)?;
+/// What a west agent holds: a leaf from west's issuer and the anchor.
+fn west_agent_identity(mesh: &Mesh) -> Result<Arc<dyn CertSource>> {
+    let leaf = mesh.issue("west", "mc-node-agent", Duration::from_secs(3600))?;
+    let identity = Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, mesh.anchor.cert_pem())?;
     Ok(Arc::new(SharedIdentity::new(identity)))
 }
 

@@ -625,6 +625,8 @@ async fn nodeport_gateways_link_with_their_node_ports() {
             "east",
             "--gateway-address",
             "192.0.2.20",
+            "--from-cluster",
+            "west",
             "-o",
             "json",
         ])

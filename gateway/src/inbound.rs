@@ -12,6 +12,7 @@ use mc_tunnel::{
     MuxConfig, MuxStream, Reason, Request, SpliceConfig, Status, buffered_socket, read_request,
     serve_connection, splice, write_status,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -148,12 +149,7 @@ async fn handle_stream(mut tls: MuxStream, peer: &Peer, inbound: &Inbound) -> Re
     let request: Request = match read_request(&mut tls, cfg.request_timeout).await {
         Ok(request) => request,
         Err(error) => {
-            let _ = write_status(
-                &mut tls,
-                Status::Refused(Reason::Malformed),
-                cfg.connect_timeout,
-            )
-            .await;
+            let _ = refuse(&mut tls, Reason::Malformed, cfg.connect_timeout).await;
             return Err(error).context("reading the request header");
         }
     };
@@ -186,7 +182,7 @@ async fn handle_stream(mut tls: MuxStream, peer: &Peer, inbound: &Inbound) -> Re
                     Refusal::Denied(_) => Reason::Forbidden,
                 };
                 record.fail(refusal.as_str(), 0, 0);
-                write_status(&mut tls, Status::Refused(reason), cfg.connect_timeout).await?;
+                refuse(&mut tls, reason, cfg.connect_timeout).await?;
                 return Ok(());
             }
         }
@@ -198,7 +194,7 @@ async fn handle_stream(mut tls: MuxStream, peer: &Peer, inbound: &Inbound) -> Re
             tracing::info!(src_cluster = %peer.cluster, namespace = %target.namespace, service = %target.service,
                 port = target.port, reason = reason.as_str(), "no endpoint could be reached");
             record.fail(reason.as_str(), 0, 0);
-            write_status(&mut tls, Status::Refused(reason), cfg.connect_timeout).await?;
+            refuse(&mut tls, reason, cfg.connect_timeout).await?;
             return Ok(());
         }
     };
@@ -212,6 +208,18 @@ async fn handle_stream(mut tls: MuxStream, peer: &Peer, inbound: &Inbound) -> Re
         }
     }
     Ok(())
+}
+
+/// Sends a refusal and ends the stream after it. Ending it cleanly matters:
+/// a stream dropped while the agent's side is open is reset with CANCEL,
+/// and a reset discards the status byte still queued, so the agent would
+/// see a broken stream instead of the reason.
+async fn refuse(tls: &mut MuxStream, reason: Reason, timeout: Duration) -> Result<()> {
+    write_status(tls, Status::Refused(reason), timeout).await?;
+    tokio::time::timeout(timeout, tls.shutdown())
+        .await
+        .context("ending the refused stream timed out")?
+        .context("ending the refused stream")
 }
 
 /// Connects to one of `endpoints`, trying up to `connect_attempts` distinct

@@ -145,8 +145,14 @@ pub async fn client(addr: &str, send: &str, timeout: std::time::Duration) -> Res
 /// `mc-lab bulk`: streams `bytes` pseudo-random bytes to an echo server at
 /// `addr` while reading the echo back, half-closes, and checks that exactly
 /// the same bytes came back, in order. Prints the counts; fails on any
-/// difference, a short answer, or no progress for `timeout`.
-pub async fn bulk(addr: &str, bytes: u64, timeout: std::time::Duration) -> Result<()> {
+/// difference, a short answer, or no progress for `timeout`. With `rate`,
+/// sends at most that many bytes per second.
+pub async fn bulk(
+    addr: &str,
+    bytes: u64,
+    timeout: std::time::Duration,
+    rate: Option<u64>,
+) -> Result<()> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .with_context(|| format!("connecting to {addr} timed out"))?
@@ -155,9 +161,16 @@ pub async fn bulk(addr: &str, bytes: u64, timeout: std::time::Duration) -> Resul
     let started = std::time::Instant::now();
     let send = async move {
         let mut source = Pattern::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        // Paced sends go in chunks of a tenth of a second's worth.
+        let chunk = rate.map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024));
+        let mut buf = vec![0u8; usize::try_from(chunk).unwrap_or(64 * 1024)];
         let mut left = bytes;
         while left > 0 {
+            if let Some(rate) = rate.filter(|r| *r > 0) {
+                let sent = bytes - left;
+                let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep_until((started + due).into()).await;
+            }
             let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
             source.fill(&mut buf[..n]);
             tokio::time::timeout(timeout, writer.write_all(&buf[..n]))

@@ -144,6 +144,10 @@ enum Command {
         /// Seconds without progress before giving up.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// Send at most this many bytes per second (default: as fast as
+        /// possible); with --bytes, sets how long the connection lives.
+        #[arg(long, value_name = "BYTES_PER_SEC")]
+        rate: Option<u64>,
     },
     /// The daemon of one cluster (started by `up`).
     #[command(hide = true)]
@@ -188,6 +192,9 @@ enum PodCommand {
         /// Run in the node's network namespace.
         #[arg(long)]
         host_network: bool,
+        /// ServiceAccount the pod runs as (created when missing).
+        #[arg(long, default_value = "default")]
+        service_account: String,
         /// Ready only once this TCP port accepts connections.
         #[arg(long)]
         ready_port: Option<u16>,
@@ -285,6 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             labels,
             node,
             host_network,
+            service_account,
             ready_port,
             timeout,
             command,
@@ -294,6 +302,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 labels: nodes::parse_labels(&labels)?,
                 node,
                 host_network,
+                service_account,
                 ready_port,
                 command,
                 timeout: Duration::from_secs(timeout),
@@ -338,7 +347,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             addr,
             bytes,
             timeout,
-        } => runtime()?.block_on(echo::bulk(&addr, bytes, Duration::from_secs(timeout)))?,
+            rate,
+        } => runtime()?.block_on(echo::bulk(&addr, bytes, Duration::from_secs(timeout), rate))?,
         Command::TcpClient {
             addr,
             send,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub node: Option<String>,
     /// Run in the node's network namespace.
     pub host_network: bool,
+    /// The pod's ServiceAccount (created when missing).
+    pub service_account: String,
     /// Port of a tcpSocket readiness probe.
     pub ready_port: Option<u16>,
     /// The command.
@@ -41,6 +43,7 @@ pub async fn run(lab: &str, req: &RunRequest) -> Result<String> {
     let nodes = state.nodes(&req.pod.cluster)?;
     let client = crate::kubeconfig::client(&dir, &req.pod.cluster).await?;
     ensure_namespace(&client, &req.pod.namespace).await?;
+    ensure_service_account(&client, &req.pod.namespace, &req.service_account).await?;
     let node = match &req.node {
         Some(node) => {
             if !nodes.iter().any(|n| &n.name() == node) {
@@ -67,6 +70,7 @@ pub async fn run(lab: &str, req: &RunRequest) -> Result<String> {
         "spec": {
             "nodeName": node,
             "hostNetwork": req.host_network,
+            "serviceAccountName": req.service_account,
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 5,
             "containers": [container],
@@ -152,6 +156,26 @@ async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(error) => Err(error).with_context(|| format!("creating namespace {name}")),
+    }
+}
+
+async fn ensure_service_account(client: &kube::Client, namespace: &str, name: &str) -> Result<()> {
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    if api
+        .get_opt(name)
+        .await
+        .context("reading service accounts")?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &account).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => {
+            Err(error).with_context(|| format!("creating service account {namespace}/{name}"))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod caller;
 pub mod mesh;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -161,7 +162,29 @@ impl Lab {
         ready_port: Option<u16>,
         command: &[&str],
     ) -> Result<String> {
-        let mut args = vec!["pod", "run", pod, "--labels", labels];
+        self.run_pod_as(pod, "default", labels, node, ready_port, command)
+    }
+
+    /// [`Lab::run_pod`] under ServiceAccount `service_account` (created
+    /// when missing).
+    pub fn run_pod_as(
+        &self,
+        pod: &str,
+        service_account: &str,
+        labels: &str,
+        node: Option<&str>,
+        ready_port: Option<u16>,
+        command: &[&str],
+    ) -> Result<String> {
+        let mut args = vec![
+            "pod",
+            "run",
+            pod,
+            "--labels",
+            labels,
+            "--service-account",
+            service_account,
+        ];
         if let Some(node) = node {
             args.extend(["--node", node]);
         }
@@ -243,6 +266,54 @@ impl Lab {
             ..Default::default()
         };
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .context("kube config")?;
+        kube::Client::try_from(config).context("kube client")
+    }
+
+    /// A client for cluster `cluster` authenticated as ServiceAccount
+    /// `namespace/name`, with a token minted through TokenRequest (what a
+    /// pod running as that account holds).
+    pub async fn client_as(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client> {
+        let admin = self.client(cluster).await?;
+        let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(admin, namespace);
+        let request =
+            serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))?;
+        let token = accounts
+            .create_token_request(name, &Default::default(), &request)
+            .await
+            .with_context(|| format!("minting a token for {namespace}/{name}"))?
+            .status
+            .context("TokenRequest without status")?
+            .token;
+        let lab_config = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .context("reading the lab kubeconfig")?;
+        let entry = lab_config
+            .clusters
+            .iter()
+            .find(|c| c.name == cluster)
+            .and_then(|c| c.cluster.clone())
+            .with_context(|| format!("no cluster {cluster} in the lab kubeconfig"))?;
+        // JSON is YAML: a kubeconfig with the same server and CA, and the token.
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": cluster, "cluster": {
+                "server": entry.server,
+                "certificate-authority-data": entry.certificate_authority_data,
+            }}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": name}}],
+            "current-context": cluster,
+        });
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig.to_string())
+            .context("the account's kubeconfig")?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .context("kube config")?;
         kube::Client::try_from(config).context("kube client")

@@ -11,16 +11,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::{Client, CustomResourceExt};
 use kubectl_mc::manifests::{identity as identity_manifests, rbac};
 use kubectl_mc::objects::Object;
 use mc_api::Link;
-use mc_identity::{ClusterIssuer, IssuedLeaf, SpiffeId, TrustAnchor};
+use mc_identity::{
+    CertSource, ClusterIssuer, Identity, IssuedLeaf, SharedIdentity, SpiffeId, TrustAnchor,
+};
 use serde_json::json;
 
 use crate::{Lab, eventually};
@@ -92,7 +96,6 @@ impl Mesh {
         // `kubectl mc link` run against east for west: west's reader account,
         // which is also what tells east's gateway that west is linked.
         create_objects(&east, &rbac::link_reader()?).await?;
-        create_objects(&east, &rbac::linked_cluster("west")?).await?;
         start_gateway(&east, &identity_root.join("east")).await?;
         let gateway_ip = load_balancer_ip(&east, "mc-gateway").await?;
 
@@ -109,6 +112,7 @@ impl Mesh {
             issuers,
             before_agents,
         };
+        mesh.link_west().await?;
         mesh.apply_link("east", &mesh.gateway_identity()).await?;
         for node in 0..2 {
             mesh.start_agent(&format!("west-node-{node}")).await?;
@@ -119,6 +123,31 @@ impl Mesh {
     /// The SPIFFE ID of east's gateway.
     pub fn gateway_identity(&self) -> String {
         mc_api::spiffe_id(TRUST_DOMAIN, NS, "mc-gateway")
+    }
+
+    /// What a west agent holds: a leaf from west's issuer and the anchor.
+    pub fn west_agent_identity(&self) -> Result<Arc<dyn CertSource>> {
+        let leaf = self.issue("west", "mc-node-agent", Duration::from_secs(3600))?;
+        let identity = Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, self.anchor.cert_pem())?;
+        Ok(Arc::new(SharedIdentity::new(identity)))
+    }
+
+    /// Makes what `kubectl mc link` run against east for west makes there:
+    /// west's reader account, which also tells east's gateway that west is
+    /// linked.
+    pub async fn link_west(&self) -> Result<()> {
+        create_objects(&self.east, &rbac::linked_cluster("west")?).await
+    }
+
+    /// Deletes west's reader account in east (and its binding): west is no
+    /// longer linked there.
+    pub async fn unlink_west(&self) -> Result<()> {
+        let name = rbac::linked_cluster_account("west");
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.east.clone(), NS);
+        accounts.delete(&name, &DeleteParams::default()).await?;
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.east.clone());
+        bindings.delete(&name, &DeleteParams::default()).await?;
+        Ok(())
     }
 
     /// A leaf for `mc-system/<sa>` from `cluster`'s issuer (what its signer

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use mc_e2e::caller::{client_config, open_stream, west_source};
 use mc_e2e::eventually;
 use mc_e2e::mesh::{Mesh, east_service, node_network_state};
-use mc_identity::{CertSource, GatewayVerifier, Identity, SharedIdentity, SpiffeId, TrustAnchor};
-use mc_tunnel::{Request, Source, Status, Target, read_status, write_request};
-use tokio::net::TcpStream;
+use mc_identity::{SpiffeId, TrustAnchor};
+use mc_tunnel::Status;
 
 const CLIENT: &str = "west/default/client";
 
@@ -190,9 +190,9 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
 
     // Callers that cannot prove themselves never get a stream.
     let gateway = format!("{}:{}", mesh.gateway_ip, mc_api::GATEWAY_TUNNEL_PORT);
-    let agent_identity = west_agent_identity(&mesh)?;
+    let agent_identity = mesh.west_agent_identity()?;
     let gateway_id = SpiffeId::parse(&mesh.gateway_identity())?;
-    let no_cert = rustls_client(&agent_identity, &gateway_id, None)?;
+    let no_cert = client_config(&agent_identity, &gateway_id, None)?;
     assert_gateway_refuses(&gateway, no_cert).await;
     // Another anchor's issuer for west: right names, wrong root.
     let stranger = TrustAnchor::generate(mc_e2e::mesh::TRUST_DOMAIN)?
@@ -201,7 +201,7 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
             &SpiffeId::system(mc_e2e::mesh::TRUST_DOMAIN, "mc-node-agent")?,
             Duration::from_secs(3600),
         )?;
-    let foreign = rustls_client(
+    let foreign = client_config(
         &agent_identity,
         &gateway_id,
         Some((&stranger.cert_pem, &stranger.key_pem)),
@@ -210,12 +210,15 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
     // The same client with the real certificate is let through: the checks
     // above failed for the certificate, not for the test's plumbing.
     let own = mesh.issue("west", "mc-node-agent", Duration::from_secs(3600))?;
-    let good = rustls_client(
+    let good = client_config(
         &agent_identity,
         &gateway_id,
         Some((&own.cert_pem, &own.key_pem)),
     )?;
-    assert_eq!(open_stream(&gateway, good).await?, Status::Ok);
+    assert_eq!(
+        open_stream(&gateway, good, west_source()).await?,
+        Status::Ok
+    );
 
     // A gateway that does not carry the identity the Link names.
     mesh.apply_link("east", "spiffe://mc.local/ns/mc-system/sa/impostor")
@@ -234,63 +237,9 @@ async fn what_is_not_allowed_is_refused_promptly() -> Result<()> {
     Ok(())
 }
 
-/// What a west agent holds: a leaf from west's issuer and the anchor.
-fn west_agent_identity(mesh: &Mesh) -> Result<Arc<dyn CertSource>> {
-    let leaf = mesh.issue("west", "mc-node-agent", Duration::from_secs(3600))?;
-    let identity = Identity::from_pem(&leaf.cert_pem, &leaf.key_pem, mesh.anchor.cert_pem())?;
-    Ok(Arc::new(SharedIdentity::new(identity)))
-}
-
-/// A TLS 1.3 client that verifies the gateway like the agent does and
-/// presents `cert` (PEM chain and key), or nothing.
-fn rustls_client(
-    verify_with: &Arc<dyn CertSource>,
-    gateway: &SpiffeId,
-    cert: Option<(&str, &str)>,
-) -> Result<Arc<rustls::ClientConfig>> {
-    let builder = rustls::ClientConfig::builder_with_provider(mc_identity::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(GatewayVerifier::new(
-            verify_with.clone(),
-            gateway.clone(),
-        )));
-    let config = match cert {
-        None => builder.with_no_client_auth(),
-        Some((chain, key)) => builder.with_client_auth_cert(
-            mc_identity::files::parse_certs(chain, "test chain")?,
-            mc_identity::files::parse_key(key)?,
-        )?,
-    };
-    Ok(Arc::new(config))
-}
-
-/// Opens one tunnel stream to `backend` and returns the gateway's status.
-async fn open_stream(gateway: &str, config: Arc<rustls::ClientConfig>) -> Result<Status> {
-    let tcp = TcpStream::connect(gateway).await?;
-    let name = rustls::pki_types::ServerName::try_from("gateway.mc.test")?.to_owned();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?;
-    let request = Request {
-        target: Target {
-            namespace: "default".into(),
-            service: "backend".into(),
-            port: 8080,
-        },
-        source: Source {
-            cluster: "west".into(),
-            namespace: None,
-            service_account: None,
-        },
-    };
-    write_request(&mut tls, &request, Duration::from_secs(2)).await?;
-    Ok(read_status(&mut tls, Duration::from_secs(2)).await?)
-}
-
 async fn assert_gateway_refuses(gateway: &str, config: Arc<rustls::ClientConfig>) {
     let started = Instant::now();
-    let answer = open_stream(gateway, config).await;
+    let answer = open_stream(gateway, config, west_source()).await;
     assert!(
         !matches!(answer, Ok(Status::Ok)),
         "the gateway accepted a caller it must refuse"

@@ -48,8 +48,10 @@ struct Args {
     /// Where the certificate comes from: `csr` (a key generated in memory,
     /// the certificate from the controller's signer through a
     /// CertificateSigningRequest, renewed at two thirds of its lifetime) or
-    /// `files` (tls.crt and tls.key in --identity-dir).
-    #[arg(long, env = "MC_IDENTITY_SOURCE", default_value = "files")]
+    /// `files` (tls.crt and tls.key in --identity-dir, from a PKI of your
+    /// own, which must renew them; the leaf must be signed by a cluster
+    /// issuer, `spiffe://<td>/cluster/<name>`).
+    #[arg(long, env = "MC_IDENTITY_SOURCE", default_value = "csr")]
     identity_source: SourceKind,
     /// Trust domain of the SPIFFE ID requested with `--identity-source csr`.
     #[arg(long, env = "MC_TRUST_DOMAIN", default_value = mc_api::DEFAULT_TRUST_DOMAIN)]

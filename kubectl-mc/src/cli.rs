@@ -236,6 +236,16 @@ pub struct ExportArgs {
     /// Services as `svc/NAME` (or `service/NAME`, or `NAME`).
     #[arg(required = true, value_name = "svc/NAME")]
     pub services: Vec<String>,
+    /// Export only to these callers: clusters (`west`) and/or workload
+    /// identities (`west/NAMESPACE/SERVICEACCOUNT`, `*` for any part),
+    /// comma-separated. Sets the mc.dev/allowed-callers annotation.
+    #[arg(long, value_name = "CALLERS", conflicts_with = "allow_any_linked")]
+    pub allow: Option<String>,
+    /// Let any caller of a linked cluster in again (removes the
+    /// mc.dev/allowed-callers annotation). This is the default for a
+    /// Service without it.
+    #[arg(long)]
+    pub allow_any_linked: bool,
 }
 
 /// `check` flags.

@@ -1,10 +1,13 @@
-//! `export` / `unexport`: the `mc.dev/exported` label on a Service.
+//! `export` / `unexport`: the `mc.dev/exported` label on a Service, and
+//! with `--allow` the `mc.dev/allowed-callers` annotation naming who may
+//! call it.
 
 use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use mc_api::labels::{EXPORTED, EXPORTED_VALUE, MIRROR_OF_CLUSTER};
+use mc_api::AllowedCallers;
+use mc_api::labels::{ALLOWED_CALLERS, EXPORTED, EXPORTED_VALUE, MIRROR_OF_CLUSTER};
 
 use crate::cli::{ExportArgs, Global};
 use crate::kube_ctx::KubeContext;
@@ -29,6 +32,21 @@ pub async fn run(global: &Global, args: &ExportArgs, exported: bool) -> Result<(
         .iter()
         .map(|t| service_name(t))
         .collect::<Result<Vec<_>>>()?;
+    if !exported && (args.allow.is_some() || args.allow_any_linked) {
+        bail!("--allow and --allow-any-linked go with export, not unexport");
+    }
+    // The annotation's wanted value: Some(Some(list)), Some(None) to
+    // remove it, None to leave it as it is.
+    let allowed: Option<Option<String>> = match (&args.allow, args.allow_any_linked) {
+        (Some(list), _) => {
+            let parsed: AllowedCallers = list
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--allow {list:?}: {e}"))?;
+            Some(Some(parsed.to_string()))
+        }
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
     let ctx = KubeContext::connect_reachable(global, None).await?;
     let ns = ctx.namespace.clone();
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
@@ -53,7 +71,14 @@ pub async fn run(global: &Global, args: &ExportArgs, exported: bool) -> Result<(
             );
         }
         let already = labels.get(EXPORTED).map(String::as_str) == Some(EXPORTED_VALUE);
-        if already == exported {
+        let current_allowed = service
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ALLOWED_CALLERS))
+            .cloned();
+        let allowed_unchanged = allowed.as_ref().is_none_or(|want| *want == current_allowed);
+        if already == exported && allowed_unchanged {
             println!("service/{name} {verb}ed (unchanged)");
             continue;
         }
@@ -62,11 +87,17 @@ pub async fn run(global: &Global, args: &ExportArgs, exported: bool) -> Result<(
         } else {
             serde_json::Value::Null
         };
-        let patch = serde_json::json!({"metadata": {"labels": {EXPORTED: value}}});
+        let mut patch = serde_json::json!({"metadata": {"labels": {EXPORTED: value}}});
+        if let Some(want) = &allowed {
+            patch["metadata"]["annotations"] = serde_json::json!({ ALLOWED_CALLERS: want });
+        }
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| ctx.error(format!("labelling Service {ns}/{name}"), &e))?;
-        println!("service/{name} {verb}ed");
+        match allowed.as_ref().and_then(Option::as_ref) {
+            Some(list) => println!("service/{name} {verb}ed to {list}"),
+            None => println!("service/{name} {verb}ed"),
+        }
     }
     Ok(())
 }

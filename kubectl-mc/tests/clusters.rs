@@ -679,6 +679,69 @@ async fn export_and_unexport_label_services_and_refuse_missing_ones() {
         label(&services.get("backend").await.unwrap()).as_deref(),
         Some("true")
     );
+    // Narrowing who may call, then widening again.
+    let allowed = |svc: &Service| {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("mc.dev/allowed-callers"))
+            .cloned()
+    };
+    let out = c
+        .mc(&[
+            "--context",
+            "east",
+            "-n",
+            "shop",
+            "export",
+            "svc/backend",
+            "--allow",
+            "west/shop/frontend, north",
+        ])
+        .await
+        .ok();
+    assert!(
+        out.stdout
+            .contains("service/backend exported to west/shop/frontend,north"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        allowed(&services.get("backend").await.unwrap()).as_deref(),
+        Some("west/shop/frontend,north")
+    );
+    let bad = c
+        .mc(&[
+            "--context",
+            "east",
+            "-n",
+            "shop",
+            "export",
+            "svc/backend",
+            "--allow",
+            "west/shop",
+        ])
+        .await
+        .failed();
+    assert!(bad.stderr.contains("neither a cluster"), "{}", bad.stderr);
+    assert_eq!(
+        allowed(&services.get("backend").await.unwrap()).as_deref(),
+        Some("west/shop/frontend,north"),
+        "a rejected --allow leaves the list as it was"
+    );
+    c.mc(&[
+        "--context",
+        "east",
+        "-n",
+        "shop",
+        "export",
+        "svc/backend",
+        "--allow-any-linked",
+    ])
+    .await
+    .ok();
+    assert_eq!(allowed(&services.get("backend").await.unwrap()), None);
+
     c.mc(&["--context", "east", "-n", "shop", "unexport", "svc/backend"])
         .await
         .ok();

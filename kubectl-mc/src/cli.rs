@@ -228,6 +228,11 @@ pub struct UnlinkArgs {
     /// release the Link's finalizer from here.
     #[arg(long)]
     pub force: bool,
+    /// Context of the linked cluster: also revoke this cluster's access
+    /// there (its reader account, so the Link's token stops working and
+    /// that cluster's gateway stops accepting this cluster's agents).
+    #[arg(long, value_name = "CONTEXT")]
+    pub remote_context: Option<String>,
 }
 
 /// `export` / `unexport` arguments.

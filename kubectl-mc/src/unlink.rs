@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use mc_api::Link;
@@ -13,6 +14,8 @@ use mc_api::Link;
 use crate::cli::{Global, UnlinkArgs};
 use crate::kube_ctx::{KubeContext, status_code};
 use crate::manifests::meta::{LINK_FINALIZER, link_secret};
+use crate::manifests::rbac;
+use crate::mesh_config;
 
 const POLL: Duration = Duration::from_millis(250);
 
@@ -165,12 +168,66 @@ pub async fn run(global: &Global, args: &UnlinkArgs) -> Result<()> {
         Err(e) if status_code(&e) == Some(404) => false,
         Err(e) => return Err(ctx.error(format!("deleting Secret {secret_name}"), &e)),
     };
-    if !existed && !secret_existed {
+    let this = mesh_config::read(&ctx).await.map(|c| c.cluster_name);
+    let revoked = match (&args.remote_context, &this) {
+        (Some(remote), Ok(this)) => {
+            let remote = KubeContext::connect_reachable(global, Some(remote)).await?;
+            revoke(&remote, this).await?
+        }
+        (Some(_), Err(error)) => {
+            return Err(anyhow::anyhow!(
+                "cannot tell which cluster context {:?} is, so nothing was revoked in --remote-context: {error:#}",
+                ctx.name
+            ));
+        }
+        (None, _) => false,
+    };
+    if !existed && !secret_existed && !revoked {
         bail!(
             "context {:?} has no Link {cluster:?} (nor Secret {secret_name}): `kubectl mc --context {} gateways` lists the Links",
             ctx.name,
             ctx.name
         );
     }
+    if args.remote_context.is_none()
+        && let Ok(this) = &this
+    {
+        let account = rbac::linked_cluster_account(this);
+        eprintln!(
+            "note: cluster {cluster:?} still accepts {this:?} (its token and its agents) until its ServiceAccount {}/{account} is deleted there: \
+             re-run with --remote-context CONTEXT, or `kubectl --context CONTEXT -n {} delete serviceaccount {account}` and `delete clusterrolebinding {account}`",
+            mc_api::NAMESPACE,
+            mc_api::NAMESPACE
+        );
+    }
     Ok(())
+}
+
+/// Deletes `cluster`'s reader account and its binding in `remote`: what
+/// `link` made there for it. Returns whether anything was there.
+async fn revoke(remote: &KubeContext, cluster: &str) -> Result<bool> {
+    let name = rbac::linked_cluster_account(cluster);
+    let accounts: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), mc_api::NAMESPACE);
+    let bindings: Api<ClusterRoleBinding> = Api::all(remote.client.clone());
+    let mut found = false;
+    match accounts.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            found = true;
+            println!("serviceaccount/{name} deleted in context {:?}", remote.name);
+        }
+        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) => return Err(remote.error(format!("deleting ServiceAccount {name}"), &e)),
+    }
+    match bindings.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            found = true;
+            println!(
+                "clusterrolebinding/{name} deleted in context {:?}",
+                remote.name
+            );
+        }
+        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) => return Err(remote.error(format!("deleting ClusterRoleBinding {name}"), &e)),
+    }
+    Ok(found)
 }

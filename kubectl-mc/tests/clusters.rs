@@ -471,10 +471,34 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
         assert_eq!(rule.verbs, vec!["get", "list", "watch"]);
     }
 
-    // unlink removes both.
-    c.mc(&["--context", "west", "unlink", "--cluster-name", "east"])
+    // unlink removes both, and with --remote-context revokes west's access
+    // in east too.
+    let unlinked = c
+        .mc(&[
+            "--context",
+            "west",
+            "unlink",
+            "--cluster-name",
+            "east",
+            "--remote-context",
+            "east",
+        ])
         .await
         .ok();
+    assert!(
+        unlinked
+            .stdout
+            .contains("serviceaccount/mc-link-west deleted in context \"east\""),
+        "{}",
+        unlinked.stdout
+    );
+    assert!(
+        Api::<ServiceAccount>::namespaced(c.client("east").await, "mc-system")
+            .get_opt("mc-link-west")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         Api::<Link>::namespaced(west.clone(), "mc-system")
             .get_opt("east")
@@ -1064,7 +1088,21 @@ async fn uninstall_refuses_while_links_exist_and_forces_through() {
         .unwrap();
     assert!(ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()));
 
-    // east has no Links: uninstall prints what it would delete, then deletes.
+    // east has no Links, but west's reader is there again (a printed link
+    // makes it): uninstall prints what it would delete, then deletes.
+    c.mc(&[
+        "--context",
+        "east",
+        "link",
+        "--cluster-name",
+        "east",
+        "--gateway-address",
+        "192.0.2.10",
+        "--from-cluster",
+        "west",
+    ])
+    .await
+    .ok();
     let printed = c.mc(&["--context", "east", "uninstall"]).await.ok();
     let docs = yaml_docs(&printed.stdout);
     assert!(

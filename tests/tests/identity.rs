@@ -269,12 +269,12 @@ async fn only_agents_of_linked_clusters_get_through() -> Result<()> {
         "{metrics}"
     );
     for reason in ["no_cluster_issuer", "not_an_agent"] {
-        assert!(
-            metrics.contains(&format!(
-                "mc_gateway_tunnels_rejected_total{{reason=\"{reason}\"}} 1"
-            )),
-            "{reason}: {metrics}"
-        );
+        // At least one: the tunnel client may retry a closed connection.
+        let series = format!("mc_gateway_tunnels_rejected_total{{reason=\"{reason}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse::<f64>().ok());
+        assert!(count.is_some_and(|n| n >= 1.0), "{reason}: {metrics}");
     }
 
     // Removing west's link account in east cuts west's pods off at once;

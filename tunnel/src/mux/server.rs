@@ -12,8 +12,8 @@ use super::{MuxConfig, keepalive};
 /// Serves one handshaken TLS connection until the agent closes it, it
 /// fails, or it has drained after `shutdown` completed. Each proxied
 /// connection is spawned as `handler(stream)`; read the request with
-/// [`crate::read_request`] first. The response head is sent at once, before
-/// the handler runs, so the agent never waits for it.
+/// [`crate::read_request`] first. The response head leaves with the
+/// handler's first write (the status), in the same TLS record.
 ///
 /// When `shutdown` completes (pass `std::future::pending()` for never), the
 /// agent is told to open no new streams here (HTTP/2 GOAWAY) while the
@@ -50,8 +50,7 @@ where
                     respond.send_reset(h2::Reason::PROTOCOL_ERROR);
                     continue;
                 }
-                let send = respond.send_response(http::Response::new(()), false)?;
-                tokio::spawn(handler(MuxStream::server(send, request.into_body())));
+                tokio::spawn(handler(MuxStream::server(respond, request.into_body())));
             }
             () = &mut shutdown, if !draining => {
                 draining = true;

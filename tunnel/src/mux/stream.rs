@@ -9,6 +9,10 @@
 //!   connection. The other direction keeps flowing.
 //! * Dropping the stream before both directions ended resets it
 //!   (RST_STREAM), which the peer sees as an error, like a TCP reset.
+//! * On the gateway's side the response head is sent with the first write
+//!   (the status byte), not when the stream is accepted: the agent gets
+//!   HEADERS and the status in one TLS record, one write and one wakeup
+//!   fewer per proxied connection.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +21,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::client::ResponseFuture;
+use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -30,9 +35,16 @@ enum Receiving {
     Body(RecvStream),
 }
 
+enum Sending {
+    /// Server side: the response head goes out with the first write.
+    Head(SendResponse<Bytes>),
+    /// The request (or response) body.
+    Body(SendStream<Bytes>),
+}
+
 /// A proxied connection over one HTTP/2 stream of a tunnel connection.
 pub struct MuxStream {
-    send: SendStream<Bytes>,
+    sending: Sending,
     receiving: Receiving,
     leftover: Bytes,
     /// Staging for outgoing chunks; its allocation is reused once the
@@ -43,8 +55,12 @@ pub struct MuxStream {
 
 impl std::fmt::Debug for MuxStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stream_id = match &self.sending {
+            Sending::Head(respond) => respond.stream_id(),
+            Sending::Body(send) => send.stream_id(),
+        };
         f.debug_struct("MuxStream")
-            .field("stream_id", &self.send.stream_id().as_u32())
+            .field("stream_id", &stream_id.as_u32())
             .field("write_closed", &self.write_closed)
             .finish_non_exhaustive()
     }
@@ -68,7 +84,7 @@ pub(crate) fn h2_to_io(error: h2::Error) -> io::Error {
 impl MuxStream {
     pub(crate) fn client(send: SendStream<Bytes>, response: ResponseFuture) -> MuxStream {
         MuxStream {
-            send,
+            sending: Sending::Body(send),
             receiving: Receiving::Head(response),
             leftover: Bytes::new(),
             staging: BytesMut::new(),
@@ -76,13 +92,28 @@ impl MuxStream {
         }
     }
 
-    pub(crate) fn server(send: SendStream<Bytes>, body: RecvStream) -> MuxStream {
+    pub(crate) fn server(respond: SendResponse<Bytes>, body: RecvStream) -> MuxStream {
         MuxStream {
-            send,
+            sending: Sending::Head(respond),
             receiving: Receiving::Body(body),
             leftover: Bytes::new(),
             staging: BytesMut::new(),
             write_closed: false,
+        }
+    }
+
+    /// The body's sender, sending the response head first if it is still
+    /// pending (server side).
+    fn sender(&mut self) -> io::Result<&mut SendStream<Bytes>> {
+        if let Sending::Head(respond) = &mut self.sending {
+            let send = respond
+                .send_response(http::Response::new(()), false)
+                .map_err(h2_to_io)?;
+            self.sending = Sending::Body(send);
+        }
+        match &mut self.sending {
+            Sending::Body(send) => Ok(send),
+            Sending::Head(_) => unreachable!("the head was sent just above"),
         }
     }
 }
@@ -139,18 +170,22 @@ impl AsyncWrite for MuxStream {
             return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
         }
         let wanted = buf.len().min(MAX_WRITE);
-        self.send.reserve_capacity(wanted);
+        let this = &mut *self;
+        this.sender()?.reserve_capacity(wanted);
         loop {
-            let capacity = self.send.capacity();
+            let Sending::Body(send) = &mut this.sending else {
+                unreachable!("sender() opened the body");
+            };
+            let capacity = send.capacity();
             if capacity > 0 {
                 let n = capacity.min(wanted);
-                self.staging.reserve(n);
-                self.staging.extend_from_slice(&buf[..n]);
-                let chunk = self.staging.split().freeze();
-                self.send.send_data(chunk, false).map_err(h2_to_io)?;
+                this.staging.reserve(n);
+                this.staging.extend_from_slice(&buf[..n]);
+                let chunk = this.staging.split().freeze();
+                send.send_data(chunk, false).map_err(h2_to_io)?;
                 return Poll::Ready(Ok(n));
             }
-            match ready!(self.send.poll_capacity(cx)) {
+            match ready!(send.poll_capacity(cx)) {
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
                 None => return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe))),
@@ -167,8 +202,9 @@ impl AsyncWrite for MuxStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_closed {
             self.write_closed = true;
-            self.send.reserve_capacity(0);
-            self.send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
+            let send = self.sender()?;
+            send.reserve_capacity(0);
+            send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
         }
         Poll::Ready(Ok(()))
     }

@@ -53,6 +53,17 @@ struct Cli {
     /// interrupted (for profiling by hand); measures nothing.
     #[arg(long)]
     hold: bool,
+    /// Extra environment of the agents and the gateway, KEY=VALUE
+    /// (repeatable), e.g. `TOKIO_WORKER_THREADS=1`; recorded with the results.
+    #[arg(long = "proxy-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    proxy_env: Vec<(String, String)>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -108,7 +119,7 @@ async fn run(cli: &Cli) -> Result<()> {
     let machine_before = record::Machine::now();
     let files = Files::create()?;
     eprintln!("mc-bench: bringing up the lab and the mesh");
-    let lab = Lab::start(&files).await?;
+    let lab = Lab::start(&files, cli.proxy_env.clone()).await?;
     eprintln!(
         "mc-bench: lab {} up (gateway and direct client on {}, servers on {}); warming up",
         lab.name(),

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use mc_e2e::eventually;
-use mc_e2e::mesh::{Mesh, NS, east_service};
+use mc_e2e::mesh::{Mesh, MeshOptions, NS, east_service};
 
 use crate::files::{Files, HTTP_PORT, IPERF_PORT};
 
@@ -70,8 +70,15 @@ pub struct Lab {
 
 impl Lab {
     /// Brings everything up and checks both paths answer.
-    pub async fn start(files: &Files) -> Result<Lab> {
-        let mesh = Mesh::start().await.context("starting the mesh")?;
+    /// `proxy_env` is extra environment of the agents and the gateway.
+    pub async fn start(files: &Files, proxy_env: Vec<(String, String)>) -> Result<Lab> {
+        let options = MeshOptions {
+            proxy_env,
+            ..MeshOptions::default()
+        };
+        let mesh = Mesh::start_with(options)
+            .await
+            .context("starting the mesh")?;
         crate::cleanup::remember_lab(&mesh.lab.name);
         let gateway_pod = pod(&mesh.east, NS, "mc-gateway-0").await?;
         let gateway_node = node_of(&gateway_pod)?;

@@ -50,6 +50,8 @@ pub struct Mesh {
     pub issuers: BTreeMap<String, ClusterIssuer>,
     /// [`node_network_state`] of each west node before its agent started.
     pub before_agents: Vec<String>,
+    /// Extra environment of the agents and the gateway.
+    proxy_env: Vec<(String, String)>,
 }
 
 /// Settings of a [`Mesh`].
@@ -57,12 +59,16 @@ pub struct Mesh {
 pub struct MeshOptions {
     /// Lifetime of the leaves the signers issue (renewed at two thirds).
     pub leaf_lifetime: Duration,
+    /// Extra environment of the agents and the gateway (e.g.
+    /// `TOKIO_WORKER_THREADS`), for the benchmark.
+    pub proxy_env: Vec<(String, String)>,
 }
 
 impl Default for MeshOptions {
     fn default() -> MeshOptions {
         MeshOptions {
             leaf_lifetime: Duration::from_secs(24 * 3600),
+            proxy_env: Vec::new(),
         }
     }
 }
@@ -96,7 +102,7 @@ impl Mesh {
         // `kubectl mc link` run against east for west: west's reader account,
         // which is also what tells east's gateway that west is linked.
         create_objects(&east, &rbac::link_reader()?).await?;
-        start_gateway(&east, &identity_root.join("east")).await?;
+        start_gateway(&east, &identity_root.join("east"), &options.proxy_env).await?;
         let gateway_ip = load_balancer_ip(&east, "mc-gateway").await?;
 
         let before_agents = (0..2)
@@ -111,6 +117,7 @@ impl Mesh {
             anchor,
             issuers,
             before_agents,
+            proxy_env: options.proxy_env,
         };
         mesh.link_west().await?;
         mesh.apply_link("east", &mesh.gateway_identity()).await?;
@@ -204,6 +211,7 @@ impl Mesh {
                 dir
             ]),
             Some(node),
+            &self.proxy_env,
         );
         create_and_wait_ready(&self.west, pod).await
     }
@@ -344,11 +352,16 @@ async fn start_signer(client: &Client, cluster: &str, leaf_lifetime: Duration) -
             format!("{}s", leaf_lifetime.as_secs()),
         ]),
         None,
+        &[],
     );
     create_and_wait_ready(client, pod).await
 }
 
-async fn start_gateway(client: &Client, identity_dir: &Path) -> Result<()> {
+async fn start_gateway(
+    client: &Client,
+    identity_dir: &Path,
+    env: &[(String, String)],
+) -> Result<()> {
     let pod = component_pod(
         "mc-gateway-0",
         "mc-gateway",
@@ -360,6 +373,7 @@ async fn start_gateway(client: &Client, identity_dir: &Path) -> Result<()> {
             identity_dir
         ]),
         None,
+        env,
     );
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let svc: Service = serde_json::from_value(json!({
@@ -374,12 +388,21 @@ async fn start_gateway(client: &Client, identity_dir: &Path) -> Result<()> {
 
 /// A Pod running one of mc's binaries under its ServiceAccount, ready when
 /// its admin `/ready` answers. `node` makes it a host-network pod there.
-fn component_pod(name: &str, sa: &str, command: serde_json::Value, node: Option<&str>) -> Pod {
+fn component_pod(
+    name: &str,
+    sa: &str,
+    command: serde_json::Value,
+    node: Option<&str>,
+    env: &[(String, String)],
+) -> Pod {
+    let env: Vec<_> = std::iter::once(json!({"name": "RUST_LOG", "value": "info"}))
+        .chain(env.iter().map(|(k, v)| json!({"name": k, "value": v})))
+        .collect();
     let mut spec = json!({
         "serviceAccountName": sa,
         "containers": [{
             "name": sa, "image": "ghcr.io/mc-dev/mc:dev", "command": command,
-            "env": [{"name": "RUST_LOG", "value": "info"}],
+            "env": env,
             "readinessProbe": {"httpGet": {"path": "/ready", "port": mc_api::ADMIN_PORT}, "periodSeconds": 1}
         }]
     });

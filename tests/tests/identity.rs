@@ -355,6 +355,7 @@ async fn certificates_rotate_under_a_long_transfer_without_dropping_it() -> Resu
     let lifetime = Duration::from_secs(12);
     let (mesh, addr) = mesh_with_backend(MeshOptions {
         leaf_lifetime: lifetime,
+        ..MeshOptions::default()
     })
     .await?;
     answered(&mesh, FRONTEND, &addr).await?;

@@ -1004,6 +1004,31 @@ async fn check_names_failures_and_passes_once_installed_and_linked() {
         "{}",
         broken.stdout
     );
+
+    // A malformed allowed-callers list on a Service west exports.
+    let payments: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "payments", "namespace": "default",
+            "labels": {"mc.dev/exported": "true"},
+            "annotations": {"mc.dev/allowed-callers": "east/default"}},
+        "spec": {"ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(c.client("west").await, "default")
+        .create(&PostParams::default(), &payments)
+        .await
+        .unwrap();
+    let policy = c.mc(&["--context", "west", "check"]).await.failed();
+    let line = policy
+        .stdout
+        .lines()
+        .find(|l| l.contains("allowed-callers lists are valid"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with('×') && line.contains("default/payments: \"east/default\" is neither"),
+        "{}",
+        policy.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

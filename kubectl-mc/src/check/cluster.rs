@@ -198,6 +198,48 @@ impl Check for DeploymentReady {
 /// `mc-node-agent DaemonSet is running and ready on every node`.
 pub struct DaemonSetReady;
 
+/// `exported Services' allowed-callers lists are valid`: a malformed
+/// `mc.dev/allowed-callers` makes the gateway deny every caller.
+pub struct AllowedCallersValid;
+
+impl Check for AllowedCallersValid {
+    fn name(&self) -> String {
+        format!(
+            "exported Services' {} lists are valid",
+            mc_api::labels::ALLOWED_CALLERS
+        )
+    }
+    fn run(&self, s: &Snapshot) -> Outcome {
+        let exported = match &s.exported {
+            Ok(exported) => exported,
+            Err(error) => return Outcome::Skip(error.clone()),
+        };
+        let broken: Vec<String> = exported
+            .iter()
+            .filter_map(|svc| {
+                let value = svc
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(mc_api::labels::ALLOWED_CALLERS)?;
+                let error = value.parse::<mc_api::AllowedCallers>().err()?;
+                Some(format!(
+                    "{}/{}: {error}",
+                    svc.metadata.namespace.as_deref().unwrap_or_default(),
+                    svc.metadata.name.as_deref().unwrap_or_default()
+                ))
+            })
+            .collect();
+        if broken.is_empty() {
+            return Outcome::Pass;
+        }
+        Outcome::Fail(format!(
+            "the gateway denies every caller of {}; fix with `kubectl mc -n NAMESPACE export svc/NAME --allow CALLERS` (or --allow-any-linked)",
+            broken.join("; ")
+        ))
+    }
+}
+
 impl Check for DaemonSetReady {
     fn name(&self) -> String {
         format!("{NODE_AGENT} DaemonSet is running and ready on every node")
@@ -383,7 +425,7 @@ pub fn checks(expiry_warning: Duration) -> Vec<Box<dyn Check>> {
         Box::new(RbacInstalled {
             service_account: GATEWAY,
             cluster_rules: rbac::gateway_cluster_rules(),
-            namespace_rules: vec![],
+            namespace_rules: rbac::gateway_namespace_rules(),
         }),
         Box::new(RbacInstalled {
             service_account: NODE_AGENT,
@@ -398,5 +440,6 @@ pub fn checks(expiry_warning: Duration) -> Vec<Box<dyn Check>> {
         Box::new(DeploymentReady(GATEWAY)),
         Box::new(DaemonSetReady),
         Box::new(GatewayServiceAddress),
+        Box::new(AllowedCallersValid),
     ]
 }

@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub links: Result<Vec<Link>, String>,
     /// Mirror Services in every namespace.
     pub mirrors: Result<Vec<Service>, String>,
+    /// Exported Services in every namespace.
+    pub exported: Result<Vec<Service>, String>,
     /// Linked clusters reached through --remote-context.
     pub remotes: Vec<RemoteSnapshot>,
     /// TLS to each Link's gateway from here, by Link name.
@@ -232,6 +234,7 @@ pub async fn take(
         secrets: BTreeMap::new(),
         links: Ok(Vec::new()),
         mirrors: Ok(Vec::new()),
+        exported: Ok(Vec::new()),
         remotes: Vec::new(),
         gateway_tls: BTreeMap::new(),
         now: chrono::Utc::now().timestamp(),
@@ -268,6 +271,15 @@ pub async fn take(
         .await
         .map(|l| l.items)
         .map_err(|e| format!("{}", ctx.error("listing mirror Services", &e)));
+    snap.exported = all_services
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            mc_api::labels::EXPORTED,
+            mc_api::labels::EXPORTED_VALUE
+        )))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| format!("{}", ctx.error("listing exported Services", &e)));
     let links = snap.links.clone().unwrap_or_default();
     for link in &links {
         let name = link.spec.credentials_secret.clone();

@@ -33,6 +33,12 @@ pub enum Command {
 /// Flags of `mc-node-agent run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Threads that run the proxy (0: one per CPU). One keeps each proxied
+    /// connection and its tunnel on one thread: on a 2-core node it cut the
+    /// agent's and gateway's CPU per request by a fifth to a quarter
+    /// (bench/README.md) and leaves the cores to the workloads.
+    #[arg(long, env = "MC_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
     /// Address of the transparent listener that TPROXY delivers to.
     #[arg(long, env = "MC_LISTEN", default_value_t = DEFAULT_LISTEN)]
     pub listen: SocketAddrV4,

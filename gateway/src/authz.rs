@@ -7,6 +7,9 @@
 //!   must chain through a cluster issuer: the issuer's URI SAN
 //!   `spiffe://<td>/cluster/<name>` proves which cluster the agent runs in.
 //!   A leaf signed by the anchor directly proves no cluster and is refused.
+//!   The connection is retired (HTTP/2 GOAWAY: open streams finish, the
+//!   agent reconnects with its renewed certificate) when the certificate
+//!   it was authenticated with expires.
 //! * **Per proxied connection** ([`authorize`]): the proven cluster must be
 //!   linked here (a `kubectl mc link` for it made its ServiceAccount), the
 //!   cluster the agent claims in the request must be that cluster, and the
@@ -16,6 +19,7 @@
 //!   they are trusted as far as that cluster's agent is.
 
 use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
 
 use mc_api::AllowedCallers;
 use mc_identity::{IssuingCluster, SpiffeId};
@@ -31,6 +35,8 @@ use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 pub struct Peer {
     /// The cluster whose issuer signed the agent's certificate.
     pub cluster: String,
+    /// When the certificate the tunnel was authenticated with expires.
+    pub expires: SystemTime,
 }
 
 /// Why a tunnel connection was closed right after its handshake.
@@ -71,7 +77,14 @@ pub fn authenticate(
     }
     let IssuingCluster { cluster, .. } = mc_identity::cluster_of_chain(anchors, chain, now)
         .map_err(|_| Rejection::NoClusterIssuer)?;
-    Ok(Peer { cluster })
+    // The chain was just verified as valid now, so not_after is in the future.
+    let (_, not_after) = chain
+        .first()
+        .and_then(|leaf| mc_identity::validity_of(leaf).ok())
+        .ok_or(Rejection::NotAnAgent)?;
+    let expires =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).unwrap_or(0));
+    Ok(Peer { cluster, expires })
 }
 
 /// Who may call one exported Service.
@@ -188,15 +201,18 @@ struct RejectionLabels {
 pub struct AuthzMetrics {
     decisions: Family<DecisionLabels, Counter>,
     rejected_tunnels: Family<RejectionLabels, Counter>,
+    expired_tunnels: Counter,
 }
 
 impl AuthzMetrics {
-    /// Registers `mc_gateway_authorization_total` and
-    /// `mc_gateway_tunnels_rejected_total`.
+    /// Registers `mc_gateway_authorization_total`,
+    /// `mc_gateway_tunnels_rejected_total` and
+    /// `mc_gateway_tunnels_expired_total`.
     pub fn register(registry: &mut Registry) -> AuthzMetrics {
         let metrics = AuthzMetrics {
             decisions: Family::default(),
             rejected_tunnels: Family::default(),
+            expired_tunnels: Counter::default(),
         };
         registry.register(
             "mc_gateway_authorization",
@@ -208,7 +224,17 @@ impl AuthzMetrics {
             "Tunnel connections closed after the handshake, by reason",
             metrics.rejected_tunnels.clone(),
         );
+        registry.register(
+            "mc_gateway_tunnels_expired",
+            "Tunnel connections retired (GOAWAY) because the caller's certificate expired",
+            metrics.expired_tunnels.clone(),
+        );
         metrics
+    }
+
+    /// Counts one tunnel retired at its certificate's expiry.
+    pub fn expired(&self) {
+        self.expired_tunnels.inc();
     }
 
     /// Counts one decision.
@@ -266,6 +292,7 @@ mod tests {
     fn peer(cluster: &str) -> Peer {
         Peer {
             cluster: cluster.to_owned(),
+            expires: SystemTime::now() + Duration::from_secs(3600),
         }
     }
 
@@ -358,6 +385,11 @@ mod tests {
         let leaf = chain(&west.issue_leaf(&agent, day)?.cert_pem)?;
         let peer = authenticate(&anchors, &leaf, &agent, now).expect("accepted");
         assert_eq!(peer.cluster, "west");
+        let left = peer.expires.duration_since(SystemTime::now())?;
+        assert!(
+            left > day - Duration::from_secs(60) && left <= day,
+            "{left:?}"
+        );
 
         let not_agent = chain(&west.issue_leaf(&gateway, day)?.cert_pem)?;
         assert_eq!(

@@ -122,9 +122,24 @@ async fn handle(tcp: TcpStream, acceptor: TlsAcceptor, inbound: Arc<Inbound>) ->
             return Ok(());
         }
     };
+    // Drain (GOAWAY, open streams finish) at shutdown, or when the
+    // certificate this tunnel was authenticated with expires: the agent
+    // then opens a new tunnel with its renewed one.
     let mut shutdown = inbound.shutdown.clone();
+    let metrics = inbound.authz.clone();
+    let valid_for = peer
+        .expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let cluster = peer.cluster.clone();
     let drain = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => {}
+            () = tokio::time::sleep(valid_for) => {
+                tracing::debug!(src_cluster = %cluster, "caller certificate expired: retiring the tunnel");
+                metrics.expired();
+            }
+        }
     };
     serve_connection(
         tls,

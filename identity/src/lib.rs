@@ -11,7 +11,7 @@
 //!   on every handshake, so
 //!   rotation needs no new config.
 //! * [`server_config`] (gateway) and [`client_config`] (agent): TLS 1.3
-//!   only, mutual, resumption on.
+//!   only, mutual, no resumption (a renewed certificate is used at once).
 //! * [`peer_spiffe_id`]: who is on the other end of a connection.
 //! * [`TrustAnchor`]: the self-signed root every linked cluster shares.
 //! * [`ClusterIssuer`]: a cluster's intermediate CA, naming the cluster;
@@ -50,7 +50,7 @@ pub use issuer::{
     cluster_of_chain, issuer_uri, issuing_cluster_of, valid_cluster_name,
 };
 pub use material::Identity;
-pub use peer::{PeerIdError, peer_spiffe_id, spiffe_id_of};
+pub use peer::{PeerIdError, peer_spiffe_id, spiffe_id_of, validity_of};
 pub use source::{CertSource, FileCertSource, SharedIdentity};
 pub use spiffe::{SYSTEM_NAMESPACE, SpiffeId, SpiffeIdError};
 pub use tls::{SourceResolver, client_config, cluster_client_config, server_config};

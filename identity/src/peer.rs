@@ -59,7 +59,7 @@ pub fn peer_spiffe_id(conn: &rustls::CommonState) -> Result<SpiffeId, PeerIdErro
 
 /// `not_before` and `not_after` of a certificate, as seconds since the Unix
 /// epoch.
-pub(crate) fn validity_of(cert: &CertificateDer<'_>) -> Result<(i64, i64), PeerIdError> {
+pub fn validity_of(cert: &CertificateDer<'_>) -> Result<(i64, i64), PeerIdError> {
     let (_, parsed) = X509Certificate::from_der(cert.as_ref())
         .map_err(|e| PeerIdError::Unparseable(e.to_string()))?;
     let validity = parsed.validity();

@@ -1,23 +1,25 @@
 //! rustls configs for both ends of the tunnel: TLS 1.3 only, ring, mutual
 //! authentication, certificates and anchors read from a [`CertSource`] on
-//! every handshake, session resumption on.
+//! every handshake, and no session resumption.
+//!
+//! Why no resumption: a resumed session keeps the identity of its original
+//! handshake, so after a renewal an agent would keep reconnecting with the
+//! certificate it replaced, and the gateway would see a certificate that
+//! may have expired. Tunnel connections are few and long-lived (a couple
+//! per gateway address, many proxied connections each), so a full
+//! handshake per tunnel connection costs next to nothing.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rustls::client::{ClientSessionMemoryCache, ResolvesClientCert, Resumption};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::{ResolvesClientCert, Resumption};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
 use crate::source::CertSource;
 use crate::spiffe::SpiffeId;
 use crate::verify::{AgentVerifier, GatewayVerifier, crypto_provider};
-
-/// TLS sessions a client config remembers for resumption, across all the
-/// gateway addresses it connects to (rustls keeps up to 8 tickets per
-/// address).
-pub const CLIENT_SESSION_CACHE: usize = 256;
 
 /// Hands rustls the source's current certified key, on either end.
 #[derive(Debug)]
@@ -58,24 +60,22 @@ impl ResolvesClientCert for SourceResolver {
 
 /// The gateway's server config: requires a client certificate chaining to
 /// the anchors (see [`AgentVerifier`]), presents the source's certificate,
-/// and issues stateless resumption tickets (keys rotate every 6 hours).
+/// and neither issues tickets nor caches sessions (see the module docs).
 pub fn server_config(source: Arc<dyn CertSource>) -> Result<Arc<ServerConfig>> {
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 with the ring provider")?
         .with_client_cert_verifier(Arc::new(AgentVerifier::new(Arc::clone(&source))))
         .with_cert_resolver(Arc::new(SourceResolver::new(source)));
-    config.ticketer =
-        rustls::crypto::ring::Ticketer::new().context("creating the session ticketer")?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
 /// The agent's client config for one Link: presents the source's
 /// certificate and accepts only a gateway proving `gateway` (see
 /// [`GatewayVerifier`]). The TLS server name given to `connect` is not
-/// checked; it only keys the resumption cache, so use one per gateway
-/// address. Build one config per expected gateway identity: resumed
-/// sessions skip verification, so configs must not share a session cache.
+/// checked. Every connection is a full handshake (see the module docs).
 pub fn client_config(source: Arc<dyn CertSource>, gateway: SpiffeId) -> Result<Arc<ClientConfig>> {
     let verifier = GatewayVerifier::new(Arc::clone(&source), gateway);
     config_with(source, verifier)
@@ -102,8 +102,6 @@ fn config_with(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(SourceResolver::new(source)));
-    config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
-        CLIENT_SESSION_CACHE,
-    )));
+    config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }

@@ -383,6 +383,16 @@ async fn certificates_rotate_under_a_long_transfer_without_dropping_it() -> Resu
     );
     assert!(took > lifetime * 2, "the transfer took only {took:?}");
 
+    // The gateway retired the tunnels whose agent certificate expired
+    // (GOAWAY) while the transfer's stream on one of them went on.
+    let metrics = gateway_metrics(&mesh).await?;
+    let retired = metrics.lines().find_map(|line| {
+        line.strip_prefix("mc_gateway_tunnels_expired_total ")?
+            .parse::<f64>()
+            .ok()
+    });
+    assert!(retired.is_some_and(|n| n >= 1.0), "{metrics}");
+
     // Both sides renewed meanwhile: each agent and the gateway got more
     // than one certificate.
     let agents = issued_csrs(&mesh.west, "mc-node-agent").await?;

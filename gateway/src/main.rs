@@ -82,9 +82,9 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     drain_secs: u64,
     /// Threads that run the gateway (0: one per CPU). One keeps each proxied
-    /// connection and its tunnel on one thread, which cut CPU per request
-    /// by a fifth to a quarter on a 2-core node (bench/README.md); scale
-    /// with replicas, or raise this on big dedicated nodes.
+    /// connection and its tunnel on one thread; scale with replicas, or
+    /// raise this on big dedicated nodes (bench/README.md has the
+    /// measurements).
     #[arg(long, env = "MC_WORKER_THREADS", default_value_t = 1)]
     worker_threads: usize,
     /// Close a connection after this many seconds without a byte either way.

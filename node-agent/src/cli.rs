@@ -34,9 +34,9 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Threads that run the proxy (0: one per CPU). One keeps each proxied
-    /// connection and its tunnel on one thread: on a 2-core node it cut the
-    /// agent's and gateway's CPU per request by a fifth to a quarter
-    /// (bench/README.md) and leaves the cores to the workloads.
+    /// connection and its tunnel on one thread and leaves the other cores
+    /// to the node's workloads; raise it for nodes with heavy cross-cluster
+    /// traffic (bench/README.md has the measurements).
     #[arg(long, env = "MC_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
     /// Address of the transparent listener that TPROXY delivers to.

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
 };
 
 use crate::files::{IdentityPaths, write_private, write_public};
@@ -144,9 +144,10 @@ impl TrustAnchor {
         TrustAnchor::from_pem(trust_domain, &read("ca.crt")?, &read("ca.key")?)
     }
 
-    /// Issues a leaf for `service_account` in `namespace`, valid from now
-    /// (minus a few minutes of skew allowance) for `lifetime`. The leaf is
-    /// usable both as a TLS server and as a TLS client certificate.
+    /// Issues a leaf for `service_account` in `namespace` signed by the
+    /// anchor itself, with the same fields as a cluster issuer's leaves. mc's
+    /// agents and gateways refuse such leaves (they prove no cluster): for
+    /// tests and for bring-your-own-PKI experiments only.
     pub fn issue(
         &self,
         namespace: &str,
@@ -156,23 +157,7 @@ impl TrustAnchor {
         let id = SpiffeId::new(&self.trust_domain, namespace, service_account)
             .context("building the leaf's SPIFFE ID")?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generating leaf key")?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, self.trust_domain.as_str());
-        let uri =
-            rcgen::string::Ia5String::try_from(id.to_string()).context("SPIFFE ID is not IA5")?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let now = SystemTime::now();
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + lifetime).into();
+        let params = crate::issuer::leaf_params(&id, lifetime)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .with_context(|| format!("signing the leaf for {id}"))?;

@@ -20,13 +20,13 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, TrustAnchor as WebPkiAnchor, UnixTime};
 use thiserror::Error;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::authority::{IssuedLeaf, TrustAnchor};
 use crate::csr::RequestedLeaf;
 use crate::files::parse_certs;
+use crate::peer::uri_sans;
 use crate::spiffe::SpiffeId;
-use crate::verify::{algorithms, verify_chain};
+use crate::verify::verify_chain;
 
 /// Secret (in `mc-system`) holding the cluster issuer: `tls.crt` (the
 /// issuer certificate), `tls.key` (its key) and `ca.crt` (the anchors).
@@ -81,19 +81,7 @@ pub enum ClusterError {
 
 /// Reads `(trust domain, cluster)` from an issuer certificate's URI SAN.
 pub fn issuing_cluster_of(cert: &CertificateDer<'_>) -> Result<IssuingCluster, ClusterError> {
-    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
-        .map_err(|e| ClusterError::NotAClusterIssuer(e.to_string()))?;
-    let san = parsed
-        .subject_alternative_name()
-        .map_err(|e| ClusterError::NotAClusterIssuer(e.to_string()))?;
-    let uris: Vec<&str> = san
-        .iter()
-        .flat_map(|ext| ext.value.general_names.iter())
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        })
-        .collect();
+    let uris = uri_sans(cert).map_err(ClusterError::NotAClusterIssuer)?;
     let [uri] = uris.as_slice() else {
         return Err(ClusterError::NotAClusterIssuer(format!(
             "{} URI SANs",
@@ -124,38 +112,10 @@ pub fn cluster_of_chain(
     chain: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<IssuingCluster, ClusterError> {
-    cluster_of_path(anchors, chain, now, webpki::KeyUsage::client_auth())
-}
-
-/// [`cluster_of_chain`] for a chain used with `usage`.
-pub(crate) fn cluster_of_path(
-    anchors: &[WebPkiAnchor<'_>],
-    chain: &[CertificateDer<'_>],
-    now: UnixTime,
-    usage: webpki::KeyUsage,
-) -> Result<IssuingCluster, ClusterError> {
-    let (end_entity, intermediates) = chain
-        .split_first()
-        .ok_or_else(|| ClusterError::Chain("empty chain".to_owned()))?;
-    let cert = webpki::EndEntityCert::try_from(end_entity)
-        .map_err(|e| ClusterError::Chain(e.to_string()))?;
-    let path = cert
-        .verify_for_usage(
-            algorithms().all,
-            anchors,
-            intermediates,
-            now,
-            usage,
-            None,
-            None,
-        )
-        .map_err(|e| ClusterError::Chain(e.to_string()))?;
-    // The issuer is the intermediate that signed the leaf: the first one.
-    let issuer = path
-        .intermediate_certificates()
-        .next()
+    let issuer = verify_chain(anchors, chain, now, webpki::KeyUsage::client_auth())
+        .map_err(|e| ClusterError::Chain(e.to_string()))?
         .ok_or(ClusterError::NoIssuer)?;
-    issuing_cluster_of(&issuer.der())
+    issuing_cluster_of(&issuer)
 }
 
 /// A cluster's issuer: an intermediate CA certificate (signed by the trust
@@ -199,7 +159,7 @@ fn issuer_params(trust_domain: &str, cluster: &str) -> Result<CertificateParams>
 
 /// The parameters of a leaf for `id`, valid from now (minus skew) for
 /// `lifetime`: one URI SAN, server and client authentication, not a CA.
-fn leaf_params(id: &SpiffeId, lifetime: Duration) -> Result<CertificateParams> {
+pub(crate) fn leaf_params(id: &SpiffeId, lifetime: Duration) -> Result<CertificateParams> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params

@@ -27,23 +27,27 @@ pub enum PeerIdError {
 
 /// The SPIFFE ID in a certificate's single URI SAN.
 pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Result<SpiffeId, PeerIdError> {
-    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
-        .map_err(|e| PeerIdError::Unparseable(e.to_string()))?;
+    let uris = uri_sans(cert).map_err(PeerIdError::Unparseable)?;
+    match uris.as_slice() {
+        [uri] => Ok(SpiffeId::parse(uri)?),
+        other => Err(PeerIdError::UriSanCount(other.len())),
+    }
+}
+
+/// The URI SANs of a certificate, or why it could not be read.
+pub(crate) fn uri_sans<'a>(cert: &'a CertificateDer<'_>) -> Result<Vec<&'a str>, String> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
     let san = parsed
         .subject_alternative_name()
-        .map_err(|e| PeerIdError::Unparseable(e.to_string()))?;
-    let uris: Vec<&str> = san
+        .map_err(|e| e.to_string())?;
+    Ok(san
         .iter()
         .flat_map(|ext| ext.value.general_names.iter())
         .filter_map(|name| match name {
             GeneralName::URI(uri) => Some(*uri),
             _ => None,
         })
-        .collect();
-    match uris.as_slice() {
-        [uri] => Ok(SpiffeId::parse(uri)?),
-        other => Err(PeerIdError::UriSanCount(other.len())),
-    }
+        .collect())
 }
 
 /// The SPIFFE ID of the peer of an established connection. Works on both

@@ -24,7 +24,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
-use crate::issuer::cluster_of_path;
+use crate::issuer::{ClusterError, issuing_cluster_of};
 use crate::peer::spiffe_id_of;
 use crate::source::CertSource;
 use crate::spiffe::SpiffeId;
@@ -41,17 +41,19 @@ pub(crate) fn algorithms() -> &'static WebPkiSupportedAlgorithms {
     &PROVIDER.signature_verification_algorithms
 }
 
-/// Verifies that `end_entity` (with `intermediates`) chains to one of
-/// `anchors` for `usage` at `now`.
+/// Verifies that `chain` (leaf first, then intermediates) chains to one of
+/// `anchors` for `usage` at `now`. Returns the certificate that signed the
+/// leaf on the verified path (`None` when an anchor signed it directly):
+/// certificates the peer sent but the path does not use are ignored.
 pub(crate) fn verify_chain(
     anchors: &[TrustAnchor<'_>],
     chain: &[CertificateDer<'_>],
     now: UnixTime,
     usage: webpki::KeyUsage,
-) -> Result<(), webpki::Error> {
+) -> Result<Option<CertificateDer<'static>>, webpki::Error> {
     let (end_entity, intermediates) = chain.split_first().ok_or(webpki::Error::BadDer)?;
     let cert = webpki::EndEntityCert::try_from(end_entity)?;
-    cert.verify_for_usage(
+    let path = cert.verify_for_usage(
         algorithms().all,
         anchors,
         intermediates,
@@ -59,8 +61,11 @@ pub(crate) fn verify_chain(
         usage,
         None,
         None,
-    )
-    .map(|_| ())
+    )?;
+    Ok(path
+        .intermediate_certificates()
+        .next()
+        .map(|issuer| issuer.der().into_owned()))
 }
 
 fn chain_of(
@@ -153,7 +158,7 @@ impl ServerCertVerifier for GatewayVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let identity = self.source.current();
         let chain = chain_of(end_entity, intermediates);
-        verify_chain(
+        let issuer = verify_chain(
             identity.anchors(),
             &chain,
             now,
@@ -168,12 +173,9 @@ impl ServerCertVerifier for GatewayVerifier {
             }));
         }
         if let Some(expected) = &self.cluster {
-            let issuing = cluster_of_path(
-                identity.anchors(),
-                &chain,
-                now,
-                webpki::KeyUsage::server_auth(),
-            );
+            let issuing = issuer
+                .ok_or(ClusterError::NoIssuer)
+                .and_then(|issuer| issuing_cluster_of(&issuer));
             let found = match issuing {
                 Ok(issuing) if issuing.cluster == *expected => None,
                 Ok(issuing) => Some(format!("cluster {}", issuing.cluster)),

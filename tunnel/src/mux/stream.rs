@@ -101,20 +101,20 @@ impl MuxStream {
             write_closed: false,
         }
     }
+}
 
-    /// The body's sender, sending the response head first if it is still
-    /// pending (server side).
-    fn sender(&mut self) -> io::Result<&mut SendStream<Bytes>> {
-        if let Sending::Head(respond) = &mut self.sending {
-            let send = respond
-                .send_response(http::Response::new(()), false)
-                .map_err(h2_to_io)?;
-            self.sending = Sending::Body(send);
-        }
-        match &mut self.sending {
-            Sending::Body(send) => Ok(send),
-            Sending::Head(_) => unreachable!("the head was sent just above"),
-        }
+/// The body's sender, sending the response head first if it is still
+/// pending (server side).
+fn body_sender(sending: &mut Sending) -> io::Result<&mut SendStream<Bytes>> {
+    if let Sending::Head(respond) = sending {
+        let send = respond
+            .send_response(http::Response::new(()), false)
+            .map_err(h2_to_io)?;
+        *sending = Sending::Body(send);
+    }
+    match sending {
+        Sending::Body(send) => Ok(send),
+        Sending::Head(_) => unreachable!("the head was sent just above"),
     }
 }
 
@@ -171,11 +171,9 @@ impl AsyncWrite for MuxStream {
         }
         let wanted = buf.len().min(MAX_WRITE);
         let this = &mut *self;
-        this.sender()?.reserve_capacity(wanted);
+        let send = body_sender(&mut this.sending)?;
+        send.reserve_capacity(wanted);
         loop {
-            let Sending::Body(send) = &mut this.sending else {
-                unreachable!("sender() opened the body");
-            };
             let capacity = send.capacity();
             if capacity > 0 {
                 let n = capacity.min(wanted);
@@ -202,7 +200,7 @@ impl AsyncWrite for MuxStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_closed {
             self.write_closed = true;
-            let send = self.sender()?;
+            let send = body_sender(&mut self.sending)?;
             send.reserve_capacity(0);
             send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
         }

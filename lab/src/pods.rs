@@ -142,40 +142,32 @@ async fn wait_running(
 }
 
 async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let api = Api::<Namespace>::all(client.clone());
-    if api
-        .get_opt(name)
-        .await
-        .context("reading namespaces")?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("creating namespace {name}")),
-    }
+    ensure(&Api::<Namespace>::all(client.clone()), name, "namespace").await
 }
 
 async fn ensure_service_account(client: &kube::Client, namespace: &str, name: &str) -> Result<()> {
     let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    ensure(&api, name, "service account").await
+}
+
+/// Creates the object `name` (nothing but its name) unless it exists.
+async fn ensure<K>(api: &Api<K>, name: &str, what: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
     if api
         .get_opt(name)
         .await
-        .context("reading service accounts")?
+        .with_context(|| format!("reading {what} {name}"))?
         .is_some()
     {
         return Ok(());
     }
-    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    match api.create(&PostParams::default(), &account).await {
+    let object: K = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &object).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => {
-            Err(error).with_context(|| format!("creating service account {namespace}/{name}"))
-        }
+        Err(error) => Err(error).with_context(|| format!("creating {what} {name}")),
     }
 }
 

@@ -230,6 +230,19 @@ impl Mesh {
         .await
     }
 
+    /// Runs `backends` echo pods `backend-<i>` in east's `default`
+    /// namespace behind an exported Service `backend` (HTTP 8080, TCP 9000)
+    /// and mirrors it into west; returns the mirror's ClusterIP.
+    pub async fn export_echo_backend(&self, backends: usize) -> Result<String> {
+        for i in 0..backends {
+            self.lab
+                .run_echo(&format!("east/default/backend-{i}"), "app=backend", None)?;
+        }
+        let ports = [("http", 8080), ("tcp", 9000)];
+        east_service(&self.east, "backend", true, &ports).await?;
+        self.mirror("default", "backend", &ports).await
+    }
+
     /// Creates a mirror Service `<service>-east` in west's `namespace` with
     /// `ports` (name, port), as the service mirror would; returns its ClusterIP.
     pub async fn mirror(

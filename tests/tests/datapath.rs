@@ -20,20 +20,7 @@ const CLIENT: &str = "west/default/client";
 
 async fn mesh_with_backend(backends: usize) -> Result<(Mesh, String)> {
     let mesh = Mesh::start().await?;
-    for i in 0..backends {
-        mesh.lab
-            .run_echo(&format!("east/default/backend-{i}"), "app=backend", None)?;
-    }
-    east_service(
-        &mesh.east,
-        "backend",
-        true,
-        &[("http", 8080), ("tcp", 9000)],
-    )
-    .await?;
-    let ip = mesh
-        .mirror("default", "backend", &[("http", 8080), ("tcp", 9000)])
-        .await?;
+    let ip = mesh.export_echo_backend(backends).await?;
     mesh.lab.run_pod(
         CLIENT,
         "app=client",

@@ -16,7 +16,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use mc_e2e::caller::{client_config, open_stream, west_source};
 use mc_e2e::eventually;
-use mc_e2e::mesh::{Mesh, MeshOptions, NS, TRUST_DOMAIN, east_service};
+use mc_e2e::mesh::{Mesh, MeshOptions, NS, TRUST_DOMAIN};
 use mc_identity::{LeafRequest, SIGNER_NAME, SpiffeId};
 use mc_tunnel::{Reason, Source, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,18 +30,7 @@ const OTHER: &str = "west/default/other";
 /// `other` pod (account `default`) on the same west node.
 async fn mesh_with_backend(options: MeshOptions) -> Result<(Mesh, String)> {
     let mesh = Mesh::start_with(options).await?;
-    mesh.lab
-        .run_echo("east/default/backend-0", "app=backend", None)?;
-    east_service(
-        &mesh.east,
-        "backend",
-        true,
-        &[("http", 8080), ("tcp", 9000)],
-    )
-    .await?;
-    let ip = mesh
-        .mirror("default", "backend", &[("http", 8080), ("tcp", 9000)])
-        .await?;
+    let ip = mesh.export_echo_backend(1).await?;
     let sleeper = ["sleep", "3600"];
     mesh.lab.run_pod_as(
         FRONTEND,

@@ -109,11 +109,7 @@ async fn handle(
                 reason = reason.as_str(), %message, "certificate request refused");
             ctx.metrics
                 .signer_decision(if approved { "failed" } else { "denied" }, reason.as_str());
-            if approved {
-                fail(api, csr, reason.as_str(), &message).await
-            } else {
-                deny(api, csr, reason.as_str(), &message).await
-            }
+            refuse(api, csr, approved, reason.as_str(), &message).await
         }
         Decision::Sign {
             request,
@@ -165,30 +161,27 @@ fn with_condition(
     csr
 }
 
-async fn deny(
+/// Refuses a request: `Denied` through `/approval` when it was never
+/// approved, `Failed` through `/status` when it was (an approved request
+/// cannot be denied any more).
+async fn refuse(
     api: &Api<CertificateSigningRequest>,
     csr: CertificateSigningRequest,
+    approved: bool,
     reason: &str,
     message: &str,
 ) -> kube::Result<()> {
     let name = csr.metadata.name.clone().unwrap_or_default();
-    let csr = with_condition(csr, condition("Denied", reason, message));
-    api.replace_subresource("approval", &name, &PostParams::default(), &csr)
-        .await
-        .map(|_| ())
-}
-
-async fn fail(
-    api: &Api<CertificateSigningRequest>,
-    csr: CertificateSigningRequest,
-    reason: &str,
-    message: &str,
-) -> kube::Result<()> {
-    let name = csr.metadata.name.clone().unwrap_or_default();
-    let csr = with_condition(csr, condition("Failed", reason, message));
-    api.replace_status(&name, &PostParams::default(), &csr)
-        .await
-        .map(|_| ())
+    let pp = PostParams::default();
+    if approved {
+        let csr = with_condition(csr, condition("Failed", reason, message));
+        api.replace_status(&name, &pp, &csr).await.map(|_| ())
+    } else {
+        let csr = with_condition(csr, condition("Denied", reason, message));
+        api.replace_subresource("approval", &name, &pp, &csr)
+            .await
+            .map(|_| ())
+    }
 }
 
 async fn issue(

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::meta::{self, CONTROLLER, GATEWAY, LINK_READER, NODE_AGENT, cluster_meta, system_meta};
 use crate::objects::{Object, object};
@@ -219,14 +220,6 @@ pub fn linked_cluster_account(cluster: &str) -> String {
 /// Deleting the account revokes the token and the gateway's acceptance.
 pub fn linked_cluster(cluster: &str) -> Result<Vec<Object>> {
     let name = linked_cluster_account(cluster);
-    let mut account_meta = system_meta(&name, Some("link"));
-    account_meta
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert(
-            mc_api::labels::LINKED_CLUSTER.to_string(),
-            cluster.to_string(),
-        );
     let mut binding_meta = cluster_meta(&name, Some("link"));
     binding_meta
         .labels
@@ -235,6 +228,10 @@ pub fn linked_cluster(cluster: &str) -> Result<Vec<Object>> {
             mc_api::labels::LINKED_CLUSTER.to_string(),
             cluster.to_string(),
         );
+    let account_meta = ObjectMeta {
+        namespace: Some(mc_api::NAMESPACE.to_string()),
+        ..binding_meta.clone()
+    };
     Ok(vec![
         object(&ServiceAccount {
             metadata: account_meta,

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use mc_identity::{CertSource, SpiffeId};
 use mc_tunnel::{
     MuxConfig, MuxStream, Reason, Request, SpliceConfig, Status, buffered_socket, read_request,
-    serve_connection, splice, write_status,
+    serve_connection, splice_tunnel, write_status,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -215,7 +215,7 @@ async fn handle_stream(mut tls: MuxStream, peer: &Peer, inbound: &Inbound) -> Re
     };
     record.connected(started.elapsed());
     write_status(&mut tls, Status::Ok, cfg.connect_timeout).await?;
-    match splice(&mut tls, &mut upstream, &cfg.splice).await {
+    match splice_tunnel(&mut tls, &mut upstream, &cfg.splice).await {
         Ok(moved) => record.close(moved.a_to_b, moved.b_to_a),
         Err(error) => {
             record.fail("io", error.transfer.a_to_b, error.transfer.b_to_a);

@@ -12,7 +12,7 @@ use mc_admin::ProxyMetrics;
 use mc_identity::{CertSource, SpiffeId};
 use mc_tunnel::{
     MuxConfig, Request, Source, SpliceConfig, SpliceErrorKind, Target, TunnelClient,
-    forward_to_tunnel,
+    forward_tcp_to_tunnel,
 };
 use rustls::pki_types::ServerName;
 
@@ -167,7 +167,7 @@ pub async fn proxy(
         }
     };
     let opened_after = started.elapsed();
-    match forward_to_tunnel(
+    match forward_tcp_to_tunnel(
         &mut stream,
         &mut tunnel,
         &request,

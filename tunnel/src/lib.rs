@@ -13,7 +13,10 @@
 //! * [`handshake`]: async `read_request`/`write_request`/`read_status`/
 //!   `write_status` with timeouts.
 //! * [`mod@splice`]: the bidirectional copy (half-close, backpressure, idle
-//!   timeout) and [`forward_to_tunnel`], the agent's whole stream in one call.
+//!   timeout): [`forward_tcp_to_tunnel`], the agent's whole stream in one
+//!   call, and [`splice_tunnel`], the gateway's, both handing HTTP/2 whole
+//!   buffers without a copy; [`splice`] and [`forward_to_tunnel`] for any
+//!   other pair of streams.
 //! * [`mux`]: [`TunnelClient`] (agent) and [`serve_connection`] (gateway).
 //! * [`socket`]: socket setup under TLS (`TCP_NODELAY`, read buffer).
 //!
@@ -23,7 +26,7 @@
 //! # use mc_tunnel::*;
 //! # async fn agent(tunnel: TunnelClient, mut client: tokio::net::TcpStream, request: Request) {
 //! let outcome = match tunnel.open().await {
-//!     Ok(mut stream) => forward_to_tunnel(
+//!     Ok(mut stream) => forward_tcp_to_tunnel(
 //!         &mut client, &mut stream, &request, Duration::from_secs(5), &SpliceConfig::default(),
 //!     ).await.map_err(|e| e.to_string()),
 //!     Err(e) => Err(e.to_string()),
@@ -47,7 +50,7 @@
 //!     match tokio::net::TcpStream::connect(("10.0.0.7", request.target.port)).await {
 //!         Ok(mut upstream) => {
 //!             if write_status(&mut stream, Status::Ok, Duration::from_secs(5)).await.is_ok() {
-//!                 let moved = splice(&mut stream, &mut upstream, &SpliceConfig::default()).await;
+//!                 let moved = splice_tunnel(&mut stream, &mut upstream, &SpliceConfig::default()).await;
 //!             }
 //!         }
 //!         Err(_) => {
@@ -66,9 +69,12 @@ pub mod splice;
 pub mod wire;
 
 pub use handshake::{HandshakeError, read_request, read_status, write_request, write_status};
-pub use mux::{ConnectError, MuxConfig, MuxStream, TunnelClient, serve_connection};
+pub use mux::{
+    ConnectError, MuxConfig, MuxRecv, MuxSend, MuxStream, TunnelClient, serve_connection,
+};
 pub use socket::buffered_socket;
 pub use splice::{
-    Direction, SpliceConfig, SpliceError, SpliceErrorKind, Transfer, forward_to_tunnel, splice,
+    Direction, SpliceConfig, SpliceError, SpliceErrorKind, Transfer, forward_tcp_to_tunnel,
+    forward_to_tunnel, splice, splice_tunnel,
 };
 pub use wire::{Field, Reason, Request, Source, Status, Target, WireError};

@@ -14,14 +14,20 @@
 //!   them, so bulk transfers make few large writes while many idle or
 //!   chatty connections stay cheap in memory.
 
+use std::future::Future;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::handshake::{HandshakeError, read_status, write_request};
+use crate::mux::{MuxRecv, MuxSend, MuxStream};
 use crate::wire::{Reason, Request, Status};
 
 /// First buffer size of each direction.
@@ -53,7 +59,8 @@ pub struct Transfer {
     pub a_to_b: u64,
     /// Bytes read from the second stream and written to the first.
     pub b_to_a: u64,
-    /// [`forward_to_tunnel`] only: how long after the call the gateway's OK
+    /// [`forward_to_tunnel`] and [`forward_tcp_to_tunnel`] only: how long
+    /// after the call the gateway's OK
     /// arrived (request written, upstream connected). Add the time spent
     /// before the call to get the connect latency of the proxied connection.
     pub status_after: Option<Duration>,
@@ -83,11 +90,11 @@ pub enum SpliceErrorKind {
         #[source]
         source: std::io::Error,
     },
-    /// The gateway refused the stream (only from [`forward_to_tunnel`]).
+    /// The gateway refused the stream (only on the agent side).
     #[error("gateway refused the stream: {0}")]
     Refused(Reason),
-    /// Writing the request or reading the status failed (only from
-    /// [`forward_to_tunnel`]).
+    /// Writing the request or reading the status failed (only on the agent
+    /// side).
     #[error("tunnel handshake failed")]
     Handshake(#[source] HandshakeError),
 }
@@ -146,6 +153,61 @@ where
     run(client, tunnel, Some((status_timeout, started)), config).await
 }
 
+/// Agent side of a tunnel stream, for the agent's real types: what
+/// [`forward_to_tunnel`] does, without a copy on the tunnel side (the
+/// client's reads become DATA frames as they are, and received DATA is
+/// written to the client as it arrived) and without a lock between the two
+/// directions. Compiled here, with the rest of the data path.
+pub async fn forward_tcp_to_tunnel(
+    client: &mut TcpStream,
+    tunnel: &mut MuxStream,
+    request: &Request,
+    status_timeout: Duration,
+    config: &SpliceConfig,
+) -> Result<Transfer, SpliceError> {
+    let started = Instant::now();
+    write_request(tunnel, request, status_timeout)
+        .await
+        .map_err(|e| SpliceError {
+            kind: SpliceErrorKind::Handshake(e),
+            transfer: Transfer::default(),
+        })?;
+    let (client_read, client_write) = client.split();
+    let (send, recv) = tunnel.halves();
+    let progress = Progress::new(Some((status_timeout, started)));
+    let forward = read_into_mux(
+        client_read,
+        send,
+        config.max_buffer,
+        Direction::AToB,
+        &progress,
+    );
+    let backward = write_from_mux(recv, client_write, Direction::BToA, &progress);
+    progress.drive(forward, backward, config.idle_timeout).await
+}
+
+/// Gateway side of a tunnel stream once the upstream is connected and the
+/// OK status written: [`splice`] between the stream (first) and the
+/// upstream (second), with the same savings as [`forward_tcp_to_tunnel`].
+pub async fn splice_tunnel(
+    tunnel: &mut MuxStream,
+    upstream: &mut TcpStream,
+    config: &SpliceConfig,
+) -> Result<Transfer, SpliceError> {
+    let (send, recv) = tunnel.halves();
+    let (upstream_read, upstream_write) = upstream.split();
+    let progress = Progress::new(None);
+    let forward = write_from_mux(recv, upstream_write, Direction::AToB, &progress);
+    let backward = read_into_mux(
+        upstream_read,
+        send,
+        config.max_buffer,
+        Direction::BToA,
+        &progress,
+    );
+    progress.drive(forward, backward, config.idle_timeout).await
+}
+
 /// Time of the last byte moved, as milliseconds since `start`.
 struct Activity {
     start: Instant,
@@ -174,6 +236,98 @@ impl Activity {
     }
 }
 
+/// What the two directions of one splice share: byte counts, the idle
+/// clock, and (agent side) the wait for the gateway's status.
+struct Progress {
+    a_to_b: AtomicU64,
+    b_to_a: AtomicU64,
+    activity: Activity,
+    /// The status to wait for before copying b to a: its timeout and when
+    /// the stream was opened.
+    expect_status: Option<(Duration, Instant)>,
+    /// Nanoseconds until the OK status, plus one; 0 while none arrived.
+    status_after: AtomicU64,
+}
+
+impl Progress {
+    fn new(expect_status: Option<(Duration, Instant)>) -> Progress {
+        Progress {
+            a_to_b: AtomicU64::new(0),
+            b_to_a: AtomicU64::new(0),
+            activity: Activity {
+                start: Instant::now(),
+                last_ms: AtomicU64::new(0),
+            },
+            expect_status,
+            status_after: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads the gateway's status from `reader` when one is expected: OK
+    /// lets the copy back to the client start, anything else ends the splice.
+    async fn await_status<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+    ) -> Result<(), SpliceErrorKind> {
+        let Some((timeout, started)) = self.expect_status else {
+            return Ok(());
+        };
+        match read_status(reader, timeout).await {
+            Ok(Status::Ok) => {
+                self.activity.touch();
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+                self.status_after.store(nanos + 1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Status::Refused(reason)) => Err(SpliceErrorKind::Refused(reason)),
+            Err(e) => Err(SpliceErrorKind::Handshake(e)),
+        }
+    }
+
+    /// Runs both directions until both ended, one failed, or the splice
+    /// was idle for `idle_timeout`; `backward` waits for the status itself.
+    async fn drive(
+        &self,
+        forward: impl Future<Output = Result<(), SpliceErrorKind>>,
+        backward: impl Future<Output = Result<(), SpliceErrorKind>>,
+        idle_timeout: Duration,
+    ) -> Result<Transfer, SpliceError> {
+        let outcome = tokio::select! {
+            both = async { tokio::try_join!(forward, backward) } => both.map(|_| ()),
+            () = self.activity.idle_for(idle_timeout) => {
+                Err(SpliceErrorKind::IdleTimeout(idle_timeout))
+            }
+        };
+        let transfer = Transfer {
+            a_to_b: self.a_to_b.load(Ordering::Relaxed),
+            b_to_a: self.b_to_a.load(Ordering::Relaxed),
+            status_after: match self.status_after.load(Ordering::Relaxed) {
+                0 => None,
+                nanos => Some(Duration::from_nanos(nanos - 1)),
+            },
+        };
+        match outcome {
+            Ok(()) => Ok(transfer),
+            Err(kind) => Err(SpliceError { kind, transfer }),
+        }
+    }
+
+    /// Counts `n` bytes moved in `direction`.
+    fn moved(&self, direction: Direction, n: usize) {
+        let counter = match direction {
+            Direction::AToB => &self.a_to_b,
+            Direction::BToA => &self.b_to_a,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        self.activity.touch();
+    }
+}
+
+/// The error of a copy that failed in `direction`.
+fn failed(direction: Direction) -> impl Fn(io::Error) -> SpliceErrorKind {
+    move |source| SpliceErrorKind::Io { direction, source }
+}
+
 async fn run<A, B>(
     a: &mut A,
     b: &mut B,
@@ -184,73 +338,28 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    // Nanoseconds until the OK status, plus one; 0 while none arrived.
-    let status_after = AtomicU64::new(0);
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
-    let a_to_b = AtomicU64::new(0);
-    let b_to_a = AtomicU64::new(0);
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
-    let forward = async {
-        copy_half(
-            &mut a_read,
-            &mut b_write,
-            config.max_buffer,
-            &a_to_b,
-            &activity,
-        )
-        .await
-        .map_err(|source| SpliceErrorKind::Io {
-            direction: Direction::AToB,
-            source,
-        })
-    };
+    let progress = Progress::new(expect_status);
+    let forward = copy_half(
+        &mut a_read,
+        &mut b_write,
+        config.max_buffer,
+        Direction::AToB,
+        &progress,
+    );
     let backward = async {
-        if let Some((timeout, started)) = expect_status {
-            match read_status(&mut b_read, timeout).await {
-                Ok(Status::Ok) => {
-                    activity.touch();
-                    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-                    status_after.store(nanos + 1, Ordering::Relaxed);
-                }
-                Ok(Status::Refused(reason)) => return Err(SpliceErrorKind::Refused(reason)),
-                Err(e) => return Err(SpliceErrorKind::Handshake(e)),
-            }
-        }
+        progress.await_status(&mut b_read).await?;
         copy_half(
             &mut b_read,
             &mut a_write,
             config.max_buffer,
-            &b_to_a,
-            &activity,
+            Direction::BToA,
+            &progress,
         )
         .await
-        .map_err(|source| SpliceErrorKind::Io {
-            direction: Direction::BToA,
-            source,
-        })
     };
-    let outcome = tokio::select! {
-        both = async { tokio::try_join!(forward, backward) } => both.map(|_| ()),
-        () = activity.idle_for(config.idle_timeout) => {
-            Err(SpliceErrorKind::IdleTimeout(config.idle_timeout))
-        }
-    };
-    let transfer = Transfer {
-        a_to_b: a_to_b.load(Ordering::Relaxed),
-        b_to_a: b_to_a.load(Ordering::Relaxed),
-        status_after: match status_after.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(Duration::from_nanos(nanos - 1)),
-        },
-    };
-    match outcome {
-        Ok(()) => Ok(transfer),
-        Err(kind) => Err(SpliceError { kind, transfer }),
-    }
+    progress.drive(forward, backward, config.idle_timeout).await
 }
 
 /// Copies one direction until EOF, then shuts the writer down.
@@ -258,27 +367,81 @@ async fn copy_half<R, W>(
     reader: &mut R,
     writer: &mut W,
     max_buffer: usize,
-    counter: &AtomicU64,
-    activity: &Activity,
-) -> std::io::Result<()>
+    direction: Direction,
+    progress: &Progress,
+) -> Result<(), SpliceErrorKind>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let failed = failed(direction);
     let max_buffer = max_buffer.max(1);
     let mut buf = vec![0u8; INITIAL_BUFFER.min(max_buffer)];
     loop {
-        let n = reader.read(&mut buf).await?;
+        let n = reader.read(&mut buf).await.map_err(&failed)?;
         if n == 0 {
-            return writer.shutdown().await;
+            return writer.shutdown().await.map_err(failed);
         }
-        writer.write_all(&buf[..n]).await?;
-        writer.flush().await?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        activity.touch();
+        writer.write_all(&buf[..n]).await.map_err(&failed)?;
+        writer.flush().await.map_err(&failed)?;
+        progress.moved(direction, n);
         if n == buf.len() && buf.len() < max_buffer {
             buf.resize((buf.len() * 2).min(max_buffer), 0);
         }
+    }
+}
+
+/// Copies a TCP socket into a tunnel stream until EOF, then ends the
+/// stream's direction. Each read lands in a fresh part of one buffer and
+/// goes to HTTP/2 as it is; the buffer's allocation is reused once HTTP/2
+/// has written what was cut from it.
+async fn read_into_mux(
+    mut reader: ReadHalf<'_>,
+    send: &mut MuxSend,
+    max_buffer: usize,
+    direction: Direction,
+    progress: &Progress,
+) -> Result<(), SpliceErrorKind> {
+    let failed = failed(direction);
+    let max_buffer = max_buffer.max(1);
+    let mut size = INITIAL_BUFFER.min(max_buffer);
+    let mut buf = BytesMut::new();
+    loop {
+        buf.reserve(size);
+        let n = reader.read_buf(&mut buf).await.map_err(&failed)?;
+        if n == 0 {
+            return send.shutdown().await.map_err(failed);
+        }
+        let mut chunk = buf.split().freeze();
+        std::future::poll_fn(|cx| send.poll_send(cx, &mut chunk))
+            .await
+            .map_err(&failed)?;
+        progress.moved(direction, n);
+        if n >= size && size < max_buffer {
+            size = (size * 2).min(max_buffer);
+        }
+    }
+}
+
+/// Copies a tunnel stream to a TCP socket until the stream ends, then
+/// half-closes the socket. Received DATA is written as it arrived.
+async fn write_from_mux(
+    recv: &mut MuxRecv,
+    mut writer: WriteHalf<'_>,
+    direction: Direction,
+    progress: &Progress,
+) -> Result<(), SpliceErrorKind> {
+    let failed = failed(direction);
+    progress.await_status(recv).await?;
+    loop {
+        let chunk = std::future::poll_fn(|cx| recv.poll_chunk(cx))
+            .await
+            .map_err(&failed)?;
+        let Some(chunk) = chunk else {
+            return writer.shutdown().await.map_err(failed);
+        };
+        writer.write_all(&chunk).await.map_err(&failed)?;
+        progress.moved(direction, chunk.len());
     }
 }
 

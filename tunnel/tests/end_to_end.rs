@@ -53,6 +53,43 @@ async fn bytes_flow_both_ways_with_half_close() {
     assert_eq!(seen, b"QUIT\r\n");
 }
 
+#[tokio::test]
+async fn a_stalled_upstream_stalls_the_client_without_unbounded_buffering() {
+    let pki = pki();
+    let (sink, go, received) = start_stalled_reader().await;
+    let gateway = start_gateway(&pki, HashMap::from([(("sink".to_owned(), 9), sink)])).await;
+    let agent = start_agent(tunnel_client(&pki, gateway.addr), request("sink", 9)).await;
+    let mut client = TcpStream::connect(agent).await.unwrap();
+
+    // Nobody reads at the far end: the client's writes must stop once the
+    // sockets' buffers, one stream window and a chunk per proxy are full.
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut written = 0usize;
+    while let Ok(Ok(())) =
+        tokio::time::timeout(Duration::from_millis(500), client.write_all(&chunk)).await
+    {
+        written += chunk.len();
+        assert!(
+            written < 64 << 20,
+            "64 MiB went in while nothing was read: the tunnel buffers without bound"
+        );
+    }
+
+    // Once the upstream reads, what was written (and the rest) arrives.
+    go.send(()).unwrap();
+    client.write_all(&chunk).await.unwrap();
+    client.shutdown().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        got >= written + chunk.len(),
+        "{got} bytes arrived of at least {}",
+        written + chunk.len()
+    );
+}
+
 /// Reads until the connection ends; returns how long that took.
 async fn time_to_close(mut client: TcpStream) -> Duration {
     let start = Instant::now();

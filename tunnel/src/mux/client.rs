@@ -100,7 +100,7 @@ impl TunnelClient {
 
     /// Opens a stream for one proxied connection. Returns as soon as the
     /// stream is opened locally: write the request header and the client's
-    /// bytes at once (see [`crate::forward_to_tunnel`]).
+    /// bytes at once (see [`crate::forward_tcp_to_tunnel`]).
     pub async fn open(&self) -> Result<MuxStream, ConnectError> {
         let slot = self.shared.next.fetch_add(1, Ordering::Relaxed) % self.shared.slots.len();
         // One retry: a tunnel that died since its last use is replaced.

@@ -4,10 +4,10 @@
 //! [`crate::wire`]: request header then client bytes one way, status byte
 //! then upstream bytes the other way.
 //!
-//! * Agent: [`TunnelClient::open`] then [`crate::forward_to_tunnel`].
+//! * Agent: [`TunnelClient::open`] then [`crate::forward_tcp_to_tunnel`].
 //! * Gateway: [`serve_connection`] per accepted TLS connection, then per
 //!   stream [`crate::read_request`], [`crate::write_status`] and
-//!   [`crate::splice()`].
+//!   [`crate::splice_tunnel`].
 
 mod client;
 mod server;
@@ -20,7 +20,7 @@ use thiserror::Error;
 
 pub use client::TunnelClient;
 pub use server::serve_connection;
-pub use stream::MuxStream;
+pub use stream::{MuxRecv, MuxSend, MuxStream};
 
 /// The `:authority` of every tunnel CONNECT request. The target travels in
 /// the request header inside the stream, not here.

@@ -43,25 +43,41 @@ enum Sending {
 }
 
 /// A proxied connection over one HTTP/2 stream of a tunnel connection.
+///
+/// The generic I/O traits copy through a staging buffer; the splice of the
+/// agent and the gateway ([`crate::splice::forward_tcp_to_tunnel`],
+/// [`crate::splice::splice_tunnel`]) use [`MuxStream::halves`] to hand
+/// HTTP/2 whole `Bytes` both ways instead.
 pub struct MuxStream {
+    send: MuxSend,
+    recv: MuxRecv,
+}
+
+/// The sending half of a [`MuxStream`].
+pub struct MuxSend {
     sending: Sending,
-    receiving: Receiving,
-    leftover: Bytes,
-    /// Staging for outgoing chunks; its allocation is reused once the
-    /// connection has written the chunks cut from it.
+    /// Staging for chunks written through `AsyncWrite`; its allocation is
+    /// reused once the connection has written the chunks cut from it.
     staging: BytesMut,
     write_closed: bool,
 }
 
+/// The receiving half of a [`MuxStream`].
+pub struct MuxRecv {
+    receiving: Receiving,
+    /// What a read through `AsyncRead` left of the last DATA payload.
+    leftover: Bytes,
+}
+
 impl std::fmt::Debug for MuxStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let stream_id = match &self.sending {
+        let stream_id = match &self.send.sending {
             Sending::Head(respond) => respond.stream_id(),
             Sending::Body(send) => send.stream_id(),
         };
         f.debug_struct("MuxStream")
             .field("stream_id", &stream_id.as_u32())
-            .field("write_closed", &self.write_closed)
+            .field("write_closed", &self.send.write_closed)
             .finish_non_exhaustive()
     }
 }
@@ -83,23 +99,30 @@ pub(crate) fn h2_to_io(error: h2::Error) -> io::Error {
 
 impl MuxStream {
     pub(crate) fn client(send: SendStream<Bytes>, response: ResponseFuture) -> MuxStream {
-        MuxStream {
-            sending: Sending::Body(send),
-            receiving: Receiving::Head(response),
-            leftover: Bytes::new(),
-            staging: BytesMut::new(),
-            write_closed: false,
-        }
+        MuxStream::new(Sending::Body(send), Receiving::Head(response))
     }
 
     pub(crate) fn server(respond: SendResponse<Bytes>, body: RecvStream) -> MuxStream {
+        MuxStream::new(Sending::Head(respond), Receiving::Body(body))
+    }
+
+    fn new(sending: Sending, receiving: Receiving) -> MuxStream {
         MuxStream {
-            sending: Sending::Head(respond),
-            receiving: Receiving::Body(body),
-            leftover: Bytes::new(),
-            staging: BytesMut::new(),
-            write_closed: false,
+            send: MuxSend {
+                sending,
+                staging: BytesMut::new(),
+                write_closed: false,
+            },
+            recv: MuxRecv {
+                receiving,
+                leftover: Bytes::new(),
+            },
         }
+    }
+
+    /// Both halves at once, so each direction can be driven on its own.
+    pub fn halves(&mut self) -> (&mut MuxSend, &mut MuxRecv) {
+        (&mut self.send, &mut self.recv)
     }
 }
 
@@ -118,7 +141,83 @@ fn body_sender(sending: &mut Sending) -> io::Result<&mut SendStream<Bytes>> {
     }
 }
 
-impl AsyncRead for MuxStream {
+impl MuxSend {
+    /// Queues all of `chunk` as DATA frames, waiting for flow-control
+    /// capacity as needed; `chunk` shrinks by what was queued, so a call
+    /// after `Pending` goes on where the last one stopped. No copy: HTTP/2
+    /// writes the chunk's own bytes.
+    pub fn poll_send(&mut self, cx: &mut Context<'_>, chunk: &mut Bytes) -> Poll<io::Result<()>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+        }
+        let send = body_sender(&mut self.sending)?;
+        while !chunk.is_empty() {
+            send.reserve_capacity(chunk.len().min(MAX_WRITE));
+            let capacity = send.capacity();
+            if capacity > 0 {
+                let part = chunk.split_to(capacity.min(chunk.len()));
+                send.send_data(part, false).map_err(h2_to_io)?;
+                continue;
+            }
+            match ready!(send.poll_capacity(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
+                None => return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ends this direction (END_STREAM), like a TCP half-close.
+    fn close(&mut self) -> io::Result<()> {
+        if !self.write_closed {
+            self.write_closed = true;
+            let send = body_sender(&mut self.sending)?;
+            send.reserve_capacity(0);
+            send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
+        }
+        Ok(())
+    }
+}
+
+impl MuxRecv {
+    /// The next received bytes, whole as they arrived (`None` at the end
+    /// of the stream). Flow-control capacity is given back as soon as a
+    /// payload is taken.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if !self.leftover.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.leftover))));
+        }
+        loop {
+            match &mut self.receiving {
+                Receiving::Head(response) => {
+                    let head = ready!(Pin::new(response).poll(cx)).map_err(h2_to_io)?;
+                    if !head.status().is_success() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            format!("tunnel answered HTTP {}", head.status()),
+                        )));
+                    }
+                    self.receiving = Receiving::Body(head.into_body());
+                }
+                Receiving::Body(body) => {
+                    return match ready!(body.poll_data(cx)) {
+                        Some(Ok(data)) => {
+                            body.flow_control()
+                                .release_capacity(data.len())
+                                .map_err(h2_to_io)?;
+                            Poll::Ready(Ok(Some(data)))
+                        }
+                        Some(Err(error)) => Poll::Ready(Err(h2_to_io(error))),
+                        None => Poll::Ready(Ok(None)),
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for MuxRecv {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -131,33 +230,15 @@ impl AsyncRead for MuxStream {
                 self.leftover.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            match &mut self.receiving {
-                Receiving::Head(response) => {
-                    let head = ready!(Pin::new(response).poll(cx)).map_err(h2_to_io)?;
-                    if !head.status().is_success() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::ConnectionRefused,
-                            format!("tunnel answered HTTP {}", head.status()),
-                        )));
-                    }
-                    self.receiving = Receiving::Body(head.into_body());
-                }
-                Receiving::Body(body) => match ready!(body.poll_data(cx)) {
-                    Some(Ok(data)) => {
-                        body.flow_control()
-                            .release_capacity(data.len())
-                            .map_err(h2_to_io)?;
-                        self.leftover = data;
-                    }
-                    Some(Err(error)) => return Poll::Ready(Err(h2_to_io(error))),
-                    None => return Poll::Ready(Ok(())),
-                },
+            match ready!(self.poll_chunk(cx))? {
+                Some(data) => self.leftover = data,
+                None => return Poll::Ready(Ok(())),
             }
         }
     }
 }
 
-impl AsyncWrite for MuxStream {
+impl AsyncWrite for MuxSend {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -198,12 +279,34 @@ impl AsyncWrite for MuxStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.write_closed {
-            self.write_closed = true;
-            let send = body_sender(&mut self.sending)?;
-            send.reserve_capacity(0);
-            send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
-        }
-        Poll::Ready(Ok(()))
+        Poll::Ready(self.close())
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.send).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_shutdown(cx)
     }
 }

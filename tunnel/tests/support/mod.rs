@@ -11,7 +11,8 @@ use std::time::Duration;
 use mc_identity::{SharedIdentity, SpiffeId, TrustAnchor, client_config, server_config};
 use mc_tunnel::{
     MuxConfig, MuxStream, Reason, Request, Source, SpliceConfig, Status, Target, TunnelClient,
-    buffered_socket, forward_to_tunnel, read_request, serve_connection, splice, write_status,
+    buffered_socket, forward_tcp_to_tunnel, forward_to_tunnel, read_request, serve_connection,
+    splice, splice_tunnel, write_status,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,7 +135,7 @@ async fn gateway_stream(mut stream: MuxStream, routes: Arc<HashMap<(String, u16)
         Ok(mut upstream) => {
             let _ = upstream.set_nodelay(true);
             if write_status(&mut stream, Status::Ok, t).await.is_ok() {
-                let _ = splice(&mut stream, &mut upstream, &SpliceConfig::default()).await;
+                let _ = splice_tunnel(&mut stream, &mut upstream, &SpliceConfig::default()).await;
             }
         }
         Err(_) => {
@@ -171,7 +172,7 @@ pub async fn start_agent(tunnel: TunnelClient, req: Request) -> SocketAddr {
                     let _ = client.set_zero_linger();
                     return;
                 };
-                let result = forward_to_tunnel(
+                let result = forward_tcp_to_tunnel(
                     &mut client,
                     &mut stream,
                     &req,
@@ -226,6 +227,33 @@ pub async fn start_banner(
         }
     });
     (addr, rx)
+}
+
+/// Server that accepts one connection and reads nothing until the returned
+/// sender fires; then it reads to the end and reports how many bytes came.
+pub async fn start_stalled_reader() -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<usize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let (count_tx, count_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let _ = go_rx.await;
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        loop {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        let _ = count_tx.send(total);
+    });
+    (addr, go_tx, count_rx)
 }
 
 /// An address nothing listens on.

@@ -2,7 +2,8 @@
 //! `/live` (200 while the process runs), `/ready` (200 once the component
 //! sets its [`Readiness`], 503 before) and `/metrics` (OpenMetrics text),
 //! plus the connection metric families both proxies share
-//! ([`ProxyMetrics`]).
+//! ([`ProxyMetrics`]), their logging ([`logging::init`]), async runtime
+//! ([`runtime::build`]) and Kubernetes client ([`api_client::connect`]).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -20,7 +21,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api_client;
+pub mod logging;
 pub mod metrics;
+pub mod runtime;
 pub mod server;
 
 pub use metrics::{ConnLabels, ConnectionRecord, ProxyMetrics, REASON_ABANDONED, Side};

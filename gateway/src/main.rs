@@ -29,8 +29,8 @@ use crate::targets::Targets;
 /// The mc gateway: accepts mTLS tunnels from the node agents of linked
 /// clusters and forwards each to a ready endpoint of an exported Service.
 ///
-/// The Kubernetes client is configured like kubectl's: in a pod, from the
-/// ServiceAccount; elsewhere from KUBECONFIG or ~/.kube/config.
+/// The Kubernetes client comes from the pod's ServiceAccount (built with
+/// `--features kubeconfig`, from KUBECONFIG or ~/.kube/config outside a pod).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -81,8 +81,9 @@ struct Args {
     /// On SIGTERM, how many seconds open connections get to finish.
     #[arg(long, default_value_t = 20)]
     drain_secs: u64,
-    /// Threads that run the gateway (0: one per CPU). One keeps each proxied
-    /// connection and its tunnel on one thread; scale with replicas, or
+    /// Threads that run the gateway (0: one per CPU). One (tokio's
+    /// current-thread scheduler) keeps each proxied connection and its
+    /// tunnel on one thread, without cross-thread wake-ups; scale with replicas, or
     /// raise this on big dedicated nodes (bench/README.md has the
     /// measurements).
     #[arg(long, env = "MC_WORKER_THREADS", default_value_t = 1)]
@@ -116,27 +117,13 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    mc_admin::logging::init();
     let args = Args::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.worker_threads > 0 {
-        builder.worker_threads(args.worker_threads);
-    }
-    builder
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+    mc_admin::runtime::build(args.worker_threads)?.block_on(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = mc_admin::api_client::connect().await?;
 
     let targets = Arc::new(ArcSwap::from_pointee(Targets::default()));
     let mut registry = prometheus_client::registry::Registry::default();

@@ -73,9 +73,7 @@ impl Proxy {
             .cluster_name
             .clone()
             .context("--cluster-name is required")?;
-        let client = kube::Client::try_default()
-            .await
-            .context("connecting to the Kubernetes API")?;
+        let client = mc_admin::api_client::connect().await?;
         let cfg = Arc::new(OutboundConfig {
             cluster_name,
             mux: MuxConfig {

@@ -6,5 +6,6 @@ pub mod intercept;
 pub mod kernel;
 pub mod mirrors;
 pub mod outbound;
+pub mod pod;
 pub mod run;
 pub mod watch;

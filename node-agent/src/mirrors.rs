@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use mc_api::{Link, labels};
 
 use crate::kernel::MirrorSet;
+use crate::pod::PodView;
 
 /// The remote Service behind one mirrored ClusterIP:port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,13 +128,11 @@ pub struct Workloads {
 
 impl Workloads {
     /// Builds the index from the Pods bound to this node.
-    pub fn build(pods: &[Arc<Pod>]) -> Workloads {
+    pub fn build(pods: &[Arc<PodView>]) -> Workloads {
         let mut by_ip = HashMap::new();
         for pod in pods {
-            let Some(spec) = pod.spec.as_ref() else {
-                continue;
-            };
-            if spec.host_network == Some(true) || pod.metadata.deletion_timestamp.is_some() {
+            let spec = &pod.spec;
+            if spec.host_network || pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             let Some(namespace) = pod.metadata.namespace.clone() else {
@@ -143,7 +142,7 @@ impl Workloads {
                 .service_account_name
                 .clone()
                 .unwrap_or_else(|| "default".to_string());
-            for ip in pod.status.iter().flat_map(|s| s.pod_ips.iter().flatten()) {
+            for ip in &pod.status.pod_ips {
                 if let Ok(ip) = ip.ip.parse() {
                     by_ip.insert(
                         ip,
@@ -219,7 +218,7 @@ mod tests {
 
     #[test]
     fn pods_are_found_by_ip_but_host_network_pods_are_not() {
-        let pods: Vec<Arc<Pod>> = [
+        let pods: Vec<Arc<PodView>> = [
             json!({"metadata": {"name": "a", "namespace": "shop"},
                    "spec": {"containers": [], "serviceAccountName": "frontend"},
                    "status": {"podIP": "10.10.1.5", "podIPs": [{"ip": "10.10.1.5"}]}}),

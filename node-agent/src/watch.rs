@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use futures::{StreamExt, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use mc_api::{Link, labels};
@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 use crate::kernel::MirrorSet;
 use crate::mirrors::{Gateways, Mirrors, Workloads, gateway_target};
 use crate::outbound::resolve_addresses;
+use crate::pod::PodView;
 
 /// How long to wait for more changes before rebuilding.
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -70,7 +71,7 @@ pub async fn run(
         Some(node) => watcher::Config::default().fields(&format!("spec.nodeName={node}")),
         None => watcher::Config::default(),
     };
-    let (pods, w) = reflector::store::<Pod>();
+    let (pods, w) = reflector::store::<PodView>();
     spawn_feed(
         reflector(w, watcher(Api::all(client), pods_cfg)),
         "pods",

@@ -143,6 +143,16 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let started = send_request(tunnel, request, status_timeout).await?;
+    run(client, tunnel, Some((status_timeout, started)), config).await
+}
+
+/// Writes the stream's request header; returns when the stream started.
+async fn send_request<T: AsyncWrite + Unpin>(
+    tunnel: &mut T,
+    request: &Request,
+    status_timeout: Duration,
+) -> Result<Instant, SpliceError> {
     let started = Instant::now();
     write_request(tunnel, request, status_timeout)
         .await
@@ -150,7 +160,7 @@ where
             kind: SpliceErrorKind::Handshake(e),
             transfer: Transfer::default(),
         })?;
-    run(client, tunnel, Some((status_timeout, started)), config).await
+    Ok(started)
 }
 
 /// Agent side of a tunnel stream, for the agent's real types: what
@@ -165,13 +175,7 @@ pub async fn forward_tcp_to_tunnel(
     status_timeout: Duration,
     config: &SpliceConfig,
 ) -> Result<Transfer, SpliceError> {
-    let started = Instant::now();
-    write_request(tunnel, request, status_timeout)
-        .await
-        .map_err(|e| SpliceError {
-            kind: SpliceErrorKind::Handshake(e),
-            transfer: Transfer::default(),
-        })?;
+    let started = send_request(tunnel, request, status_timeout).await?;
     let (client_read, client_write) = client.split();
     let (send, recv) = tunnel.halves();
     let progress = Progress::new(Some((status_timeout, started)));

@@ -2,9 +2,9 @@
 //!
 //! The agent and the gateway run in pods, so their client is the in-cluster
 //! one: the API server from `KUBERNETES_SERVICE_HOST`/`_PORT`, its CA and a
-//! bearer token from the pod's ServiceAccount volume, the token re-read
-//! every minute (kubelet rotates projected tokens). The connection is set up
-//! here rather than by `kube::Client::try_from(Config)`: that one also
+//! bearer token from the pod's ServiceAccount volume, both re-read every
+//! minute (kubelet rotates projected tokens; see [`crate::cluster_ca`] for
+//! the CA). The connection is set up here rather than by `kube::Client::try_from(Config)`: that one also
 //! brings kubeconfig authentication (exec plugins, whose output is parsed as
 //! YAML and picked with JSONPath and regular expressions), about a tenth of
 //! each proxy's code, resident in every proxy for a case that never happens
@@ -24,12 +24,15 @@ use http::header::AUTHORIZATION;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::{Body, ConfigExt};
-use rustls::pki_types::CertificateDer;
 use tower::ServiceBuilder;
+
+use crate::cluster_ca::ClusterCa;
 
 /// How long a token read from the ServiceAccount volume is used before the
 /// file is read again (kube-rs and client-go use the same minute).
 pub const TOKEN_RELOAD: Duration = Duration::from_secs(60);
+/// How often the cluster CA file is read again.
+pub const CA_RELOAD: Duration = Duration::from_secs(60);
 
 /// A client for the cluster this process runs in.
 pub async fn connect() -> Result<kube::Client> {
@@ -61,7 +64,7 @@ pub fn in_cluster() -> Result<kube::Client> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(config.root_cert.as_deref().unwrap_or_default())?)
+        .with_tls_config(tls_config(&config)?)
         .https_only()
         .enable_http1()
         .wrap_connector(http);
@@ -93,24 +96,21 @@ pub fn in_cluster() -> Result<kube::Client> {
     Ok(kube::Client::new(service, config.default_namespace))
 }
 
-/// TLS to the API server: TLS 1.2 or 1.3, the cluster's CA only, no client
+/// TLS to the API server: TLS 1.2 or 1.3, the cluster CA of the
+/// ServiceAccount volume (re-read every [`CA_RELOAD`]), no client
 /// certificate (the token authenticates).
-fn tls_config(ca_certificates: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in ca_certificates {
-        roots
-            .add(CertificateDer::from(der.clone()))
-            .context("reading the cluster CA certificate")?;
-    }
-    anyhow::ensure!(
-        !roots.is_empty(),
-        "the ServiceAccount volume holds no CA certificate"
-    );
+fn tls_config(config: &kube::Config) -> Result<rustls::ClientConfig> {
+    let path = config
+        .root_cert_file
+        .clone()
+        .context("the in-cluster configuration names no CA file")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = ClusterCa::load(path, CA_RELOAD, provider.clone())?;
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("choosing TLS versions")?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ca))
         .with_no_client_auth())
 }
 
@@ -202,12 +202,5 @@ mod tests {
         let missing = TokenFile::new(dir.join("token"), TOKEN_RELOAD);
         let error = format!("{:#}", missing.header().unwrap_err());
         assert!(error.contains("token"), "{error}");
-    }
-
-    #[test]
-    fn tls_needs_a_ca() {
-        let error = tls_config(&[]).unwrap_err();
-        assert!(error.to_string().contains("no CA certificate"), "{error}");
-        assert!(tls_config(&[b"not a certificate".to_vec()]).is_err());
     }
 }

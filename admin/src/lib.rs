@@ -22,6 +22,7 @@
 //! ```
 
 pub mod api_client;
+pub mod cluster_ca;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;

@@ -23,8 +23,10 @@ use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use kube::client::retry::RetryPolicy;
 use kube::client::{Body, ConfigExt};
-use tower::ServiceBuilder;
+use tower::retry::RetryLayer;
+use tower::{BoxError, ServiceBuilder};
 
 use crate::cluster_ca::ClusterCa;
 
@@ -77,6 +79,9 @@ pub fn in_cluster() -> Result<kube::Client> {
 
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        // As kube's default client: 429, 503 and 504 are retried with
+        // backoff, honouring Retry-After.
+        .layer(RetryLayer::new(RetryPolicy::server_retry()))
         .map_request(move |mut request: http::Request<Body>| {
             match token.header() {
                 Ok(value) => {
@@ -92,6 +97,7 @@ pub fn in_cluster() -> Result<kube::Client> {
             }
             request
         })
+        .map_err(BoxError::from)
         .service(http_client);
     Ok(kube::Client::new(service, config.default_namespace))
 }

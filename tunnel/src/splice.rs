@@ -13,6 +13,10 @@
 //! * Buffers start small and double (up to a maximum) each time a read fills
 //!   them, so bulk transfers make few large writes while many idle or
 //!   chatty connections stay cheap in memory.
+//! * Between a TCP socket and a tunnel stream ([`forward_tcp_to_tunnel`],
+//!   [`splice_tunnel`]) the buffers themselves travel: a read becomes a DATA
+//!   payload and a received payload is written as it is. [`splice`] and
+//!   [`forward_to_tunnel`] copy through a buffer and take any streams.
 
 use std::future::Future;
 use std::io;

@@ -15,7 +15,7 @@
 //! * [`mod@splice`]: the bidirectional copy (half-close, backpressure, idle
 //!   timeout): [`forward_tcp_to_tunnel`], the agent's whole stream in one
 //!   call, and [`splice_tunnel`], the gateway's, both handing HTTP/2 whole
-//!   buffers without a copy; [`splice`] and [`forward_to_tunnel`] for any
+//!   buffers without a copy; [`splice()`] and [`forward_to_tunnel`] for any
 //!   other pair of streams.
 //! * [`mux`]: [`TunnelClient`] (agent) and [`serve_connection`] (gateway).
 //! * [`socket`]: socket setup under TLS (`TCP_NODELAY`, read buffer).

@@ -4,6 +4,9 @@
 pub const EXPORTED: &str = "mc.dev/exported";
 /// Value of [`EXPORTED`] that exports a Service.
 pub const EXPORTED_VALUE: &str = "true";
+/// Label selector that matches every exported Service
+/// (`EXPORTED=EXPORTED_VALUE`).
+pub const EXPORTED_SELECTOR: &str = "mc.dev/exported=true";
 /// On a mirror Service: the remote cluster it mirrors.
 pub const MIRROR_OF_CLUSTER: &str = "mc.dev/mirror-of-cluster";
 /// On a mirror Service: the remote Service's name.
@@ -18,3 +21,13 @@ pub const ALLOWED_CALLERS: &str = "mc.dev/allowed-callers";
 /// mc link`: the name of the cluster that links here with its token. The
 /// gateway accepts callers only from clusters named by such an account.
 pub const LINKED_CLUSTER: &str = "mc.dev/linked-cluster";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_selector_is_the_exported_label() {
+        assert_eq!(EXPORTED_SELECTOR, format!("{EXPORTED}={EXPORTED_VALUE}"));
+    }
+}

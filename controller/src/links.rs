@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use mc_api::Link;
-use mc_api::labels::{EXPORTED, EXPORTED_VALUE};
+use mc_api::labels::EXPORTED_SELECTOR;
 use tokio::time::Instant;
 
 use crate::cache::{Cache, Change};
@@ -54,7 +54,7 @@ struct LinkTasks {
 /// The label selector string of a Link (`mc.dev/exported=true` by default).
 pub fn selector_of(link: &Link) -> Result<String, String> {
     match &link.spec.selector {
-        None => Ok(format!("{EXPORTED}={EXPORTED_VALUE}")),
+        None => Ok(EXPORTED_SELECTOR.to_string()),
         Some(selector) => kube::core::Selector::try_from(selector.clone())
             .map(|s| s.to_string())
             .map_err(|e| e.to_string()),

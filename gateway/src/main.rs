@@ -83,9 +83,9 @@ struct Args {
     drain_secs: u64,
     /// Threads that run the gateway (0: one per CPU). One (tokio's
     /// current-thread scheduler) keeps each proxied connection and its
-    /// tunnel on one thread, without cross-thread wake-ups; scale with replicas, or
-    /// raise this on big dedicated nodes (bench/README.md has the
-    /// measurements).
+    /// tunnel on one thread, without cross-thread wake-ups; scale with
+    /// replicas, or raise this on big dedicated nodes (bench/README.md has
+    /// the measurements).
     #[arg(long, env = "MC_WORKER_THREADS", default_value_t = 1)]
     worker_threads: usize,
     /// Close a connection after this many seconds without a byte either way.

@@ -38,11 +38,7 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
 
     let services_api: Api<Service> = Api::all(client.clone());
-    let exported = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::EXPORTED,
-        labels::EXPORTED_VALUE
-    ));
+    let exported = watcher::Config::default().labels(labels::EXPORTED_SELECTOR);
     let (services, services_writer) = reflector::store();
     let services_stream = reflector(services_writer, watcher(services_api, exported))
         .default_backoff()

@@ -160,14 +160,10 @@ pub async fn run(global: &Global, args: &UnlinkArgs) -> Result<()> {
     };
     let existed = delete_link(&ctx, cluster, args.timeout, args.force).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), mc_api::NAMESPACE);
-    let secret_existed = match secrets.delete(&secret_name, &DeleteParams::default()).await {
-        Ok(_) => {
-            println!("secret/{secret_name} deleted");
-            true
-        }
-        Err(e) if status_code(&e) == Some(404) => false,
-        Err(e) => return Err(ctx.error(format!("deleting Secret {secret_name}"), &e)),
-    };
+    let secret_existed = delete_if_present(&ctx, &secrets, "Secret", &secret_name).await?;
+    if secret_existed {
+        println!("secret/{secret_name} deleted");
+    }
     let this = mesh_config::read(&ctx).await.map(|c| c.cluster_name);
     let revoked = match (&args.remote_context, &this) {
         (Some(remote), Ok(this)) => {
@@ -209,25 +205,33 @@ async fn revoke(remote: &KubeContext, cluster: &str) -> Result<bool> {
     let name = rbac::linked_cluster_account(cluster);
     let accounts: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), mc_api::NAMESPACE);
     let bindings: Api<ClusterRoleBinding> = Api::all(remote.client.clone());
-    let mut found = false;
-    match accounts.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {
-            found = true;
-            println!("serviceaccount/{name} deleted in context {:?}", remote.name);
-        }
-        Err(e) if status_code(&e) == Some(404) => {}
-        Err(e) => return Err(remote.error(format!("deleting ServiceAccount {name}"), &e)),
+    let account = delete_if_present(remote, &accounts, "ServiceAccount", &name).await?;
+    if account {
+        println!("serviceaccount/{name} deleted in context {:?}", remote.name);
     }
-    match bindings.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {
-            found = true;
-            println!(
-                "clusterrolebinding/{name} deleted in context {:?}",
-                remote.name
-            );
-        }
-        Err(e) if status_code(&e) == Some(404) => {}
-        Err(e) => return Err(remote.error(format!("deleting ClusterRoleBinding {name}"), &e)),
+    let binding = delete_if_present(remote, &bindings, "ClusterRoleBinding", &name).await?;
+    if binding {
+        println!(
+            "clusterrolebinding/{name} deleted in context {:?}",
+            remote.name
+        );
     }
-    Ok(found)
+    Ok(account || binding)
+}
+
+/// Deletes `name` through `api`; `false` when it was not there.
+async fn delete_if_present<K>(
+    ctx: &KubeContext,
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+) -> Result<bool>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(e) if status_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(ctx.error(format!("deleting {kind} {name}"), &e)),
+    }
 }

@@ -332,40 +332,14 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
         unnamed.stderr
     );
     // Printing: a Secret then a Link.
-    let printed = c
-        .mc(&[
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
-            "192.0.2.10",
-            "--from-cluster",
-            "west",
-        ])
-        .await
-        .ok();
+    let printed = c.print_link_east_from_west("192.0.2.10", &[]).await;
     let docs = yaml_docs(&printed.stdout);
     assert_eq!(docs.len(), 2, "{}", printed.stdout);
     assert_eq!(docs[0]["kind"], "Secret");
     assert_eq!(docs[1]["kind"], "Link");
     let json = c
-        .mc(&[
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
-            "192.0.2.10",
-            "--from-cluster",
-            "west",
-            "-o",
-            "json",
-        ])
-        .await
-        .ok();
+        .print_link_east_from_west("192.0.2.10", &["-o", "json"])
+        .await;
     let list: serde_json::Value = serde_json::from_str(&json.stdout).expect("valid JSON");
     assert_eq!(
         list["items"][1]["spec"]["gatewayAddresses"][0],
@@ -373,21 +347,11 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
     );
     assert!(json.stderr.contains("loopback address"), "{}", json.stderr);
     let overridden = c
-        .mc(&[
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
+        .print_link_east_from_west(
             "192.0.2.10",
-            "--from-cluster",
-            "west",
-            "--api-server-address",
-            "https://east.example:6443",
-        ])
-        .await
-        .ok();
+            &["--api-server-address", "https://east.example:6443"],
+        )
+        .await;
     let docs = yaml_docs(&overridden.stdout);
     let encoded = docs[0]["data"]["kubeconfig"].as_str().unwrap();
     let text = String::from_utf8(
@@ -641,21 +605,8 @@ async fn nodeport_gateways_link_with_their_node_ports() {
         no_address.stderr
     );
     let printed = c
-        .mc(&[
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
-            "192.0.2.20",
-            "--from-cluster",
-            "west",
-            "-o",
-            "json",
-        ])
-        .await
-        .ok();
+        .print_link_east_from_west("192.0.2.20", &["-o", "json"])
+        .await;
     let list: serde_json::Value = serde_json::from_str(&printed.stdout).unwrap();
     assert_eq!(list["items"][1]["spec"]["gatewayPort"], node_port("tunnel"));
     assert_eq!(
@@ -1115,19 +1066,7 @@ async fn uninstall_refuses_while_links_exist_and_forces_through() {
 
     // east has no Links, but west's reader is there again (a printed link
     // makes it): uninstall prints what it would delete, then deletes.
-    c.mc(&[
-        "--context",
-        "east",
-        "link",
-        "--cluster-name",
-        "east",
-        "--gateway-address",
-        "192.0.2.10",
-        "--from-cluster",
-        "west",
-    ])
-    .await
-    .ok();
+    c.print_link_east_from_west("192.0.2.10", &[]).await;
     let printed = c.mc(&["--context", "east", "uninstall"]).await.ok();
     let docs = yaml_docs(&printed.stdout);
     assert!(

@@ -35,9 +35,9 @@ pub enum Command {
 pub struct RunArgs {
     /// Threads that run the proxy (0: one per CPU). One (tokio's
     /// current-thread scheduler) keeps each proxied connection and its
-    /// tunnel on one thread, without cross-thread wake-ups, and leaves the other cores
-    /// to the node's workloads; raise it for nodes with heavy cross-cluster
-    /// traffic (bench/README.md has the measurements).
+    /// tunnel on one thread, without cross-thread wake-ups, and leaves the
+    /// other cores to the node's workloads; raise it for nodes with heavy
+    /// cross-cluster traffic (bench/README.md has the measurements).
     #[arg(long, env = "MC_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
     /// Address of the transparent listener that TPROXY delivers to.

@@ -198,6 +198,33 @@ impl Check for DeploymentReady {
 /// `mc-node-agent DaemonSet is running and ready on every node`.
 pub struct DaemonSetReady;
 
+impl Check for DaemonSetReady {
+    fn name(&self) -> String {
+        format!("{NODE_AGENT} DaemonSet is running and ready on every node")
+    }
+    fn run(&self, s: &Snapshot) -> Outcome {
+        let ds = match fetched(&s.daemon_set, &format!("DaemonSet {NS}/{NODE_AGENT}")) {
+            Ok(d) => d,
+            Err(o) => return o,
+        };
+        let status = ds.status.clone().unwrap_or_default();
+        let hint =
+            format!("see `kubectl -n {NS} get pods -l app={NODE_AGENT} -o wide` and their logs");
+        if status.desired_number_scheduled == 0 {
+            return Outcome::Fail(format!(
+                "scheduled on no node: check node taints and selectors; {hint}"
+            ));
+        }
+        if status.number_ready < status.desired_number_scheduled {
+            return Outcome::Fail(format!(
+                "{}/{} agents ready; nodes without a ready agent cannot reach mirrored Services: {hint}",
+                status.number_ready, status.desired_number_scheduled
+            ));
+        }
+        Outcome::Pass
+    }
+}
+
 /// `exported Services' allowed-callers lists are valid`: a malformed
 /// `mc.dev/allowed-callers` makes the gateway deny every caller.
 pub struct AllowedCallersValid;
@@ -237,33 +264,6 @@ impl Check for AllowedCallersValid {
             "the gateway denies every caller of {}; fix with `kubectl mc -n NAMESPACE export svc/NAME --allow CALLERS` (or --allow-any-linked)",
             broken.join("; ")
         ))
-    }
-}
-
-impl Check for DaemonSetReady {
-    fn name(&self) -> String {
-        format!("{NODE_AGENT} DaemonSet is running and ready on every node")
-    }
-    fn run(&self, s: &Snapshot) -> Outcome {
-        let ds = match fetched(&s.daemon_set, &format!("DaemonSet {NS}/{NODE_AGENT}")) {
-            Ok(d) => d,
-            Err(o) => return o,
-        };
-        let status = ds.status.clone().unwrap_or_default();
-        let hint =
-            format!("see `kubectl -n {NS} get pods -l app={NODE_AGENT} -o wide` and their logs");
-        if status.desired_number_scheduled == 0 {
-            return Outcome::Fail(format!(
-                "scheduled on no node: check node taints and selectors; {hint}"
-            ));
-        }
-        if status.number_ready < status.desired_number_scheduled {
-            return Outcome::Fail(format!(
-                "{}/{} agents ready; nodes without a ready agent cannot reach mirrored Services: {hint}",
-                status.number_ready, status.desired_number_scheduled
-            ));
-        }
-        Outcome::Pass
     }
 }
 

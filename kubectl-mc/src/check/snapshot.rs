@@ -91,11 +91,7 @@ where
 /// `matchLabels` and `matchExpressions` as an API label selector string.
 pub fn selector_string(selector: Option<&LabelSelector>) -> String {
     let Some(selector) = selector else {
-        return format!(
-            "{}={}",
-            mc_api::labels::EXPORTED,
-            mc_api::labels::EXPORTED_VALUE
-        );
+        return mc_api::labels::EXPORTED_SELECTOR.to_string();
     };
     let mut parts: Vec<String> = selector
         .match_labels
@@ -272,11 +268,7 @@ pub async fn take(
         .map(|l| l.items)
         .map_err(|e| format!("{}", ctx.error("listing mirror Services", &e)));
     snap.exported = all_services
-        .list(&ListParams::default().labels(&format!(
-            "{}={}",
-            mc_api::labels::EXPORTED,
-            mc_api::labels::EXPORTED_VALUE
-        )))
+        .list(&ListParams::default().labels(mc_api::labels::EXPORTED_SELECTOR))
         .await
         .map(|l| l.items)
         .map_err(|e| format!("{}", ctx.error("listing exported Services", &e)));

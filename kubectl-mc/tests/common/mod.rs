@@ -153,6 +153,24 @@ impl Clusters {
         }
     }
 
+    /// `link` in print mode: east's credentials and Link for west, with a
+    /// fixed gateway address, plus `extra` flags; must succeed.
+    pub async fn print_link_east_from_west(&self, address: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "--context",
+            "east",
+            "link",
+            "--cluster-name",
+            "east",
+            "--gateway-address",
+            address,
+            "--from-cluster",
+            "west",
+        ];
+        args.extend_from_slice(extra);
+        self.mc(&args).await.ok()
+    }
+
     /// Links west to east, with a fixed gateway address.
     pub async fn link_west_to_east(&self, address: &str) {
         self.mc(&[

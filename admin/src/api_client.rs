@@ -49,7 +49,7 @@ pub async fn connect() -> Result<kube::Client> {
 }
 
 /// The in-cluster client, from the pod's ServiceAccount.
-pub fn in_cluster() -> Result<kube::Client> {
+fn in_cluster() -> Result<kube::Client> {
     let config = kube::Config::incluster().context(
         "reading the pod's ServiceAccount credentials (outside a pod, build with \
          --features kubeconfig to use a kubeconfig)",

@@ -3,7 +3,7 @@
 //! rotated cluster CA is picked up without a restart (as kube-rs and
 //! client-go do).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,10 +55,7 @@ impl ClusterCa {
     }
 }
 
-fn verifier_from(
-    path: &PathBuf,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<WebPkiServerVerifier>> {
+fn verifier_from(path: &Path, provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Clusters, yaml_docs};
+use common::{Clusters, link_east_args, yaml_docs};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
@@ -314,18 +314,7 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
     );
 
     // Printing needs the name of the cluster that will use the Link.
-    let unnamed = c
-        .mc(&[
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
-            "192.0.2.10",
-        ])
-        .await
-        .failed();
+    let unnamed = c.mc(&link_east_args("192.0.2.10", &[])).await.failed();
     assert!(
         unnamed.stderr.contains("--from-cluster NAME"),
         "{}",

@@ -156,37 +156,33 @@ impl Clusters {
     /// `link` in print mode: east's credentials and Link for west, with a
     /// fixed gateway address, plus `extra` flags; must succeed.
     pub async fn print_link_east_from_west(&self, address: &str, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
-            address,
-            "--from-cluster",
-            "west",
-        ];
+        let mut args = link_east_args(address, &["--from-cluster", "west"]);
         args.extend_from_slice(extra);
         self.mc(&args).await.ok()
     }
 
     /// Links west to east, with a fixed gateway address.
     pub async fn link_west_to_east(&self, address: &str) {
-        self.mc(&[
-            "--context",
-            "east",
-            "link",
-            "--cluster-name",
-            "east",
-            "--gateway-address",
-            address,
-            "--apply-to",
-            "west",
-        ])
-        .await
-        .ok();
+        self.mc(&link_east_args(address, &["--apply-to", "west"]))
+            .await
+            .ok();
     }
+}
+
+/// `--context east link --cluster-name east --gateway-address ADDRESS`,
+/// then `rest`.
+pub fn link_east_args<'a>(address: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--context",
+        "east",
+        "link",
+        "--cluster-name",
+        "east",
+        "--gateway-address",
+        address,
+    ];
+    args.extend_from_slice(rest);
+    args
 }
 
 /// Parses a multi-document YAML stream into its documents.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -121,8 +122,8 @@ pub async fn client_from_file(path: &std::path::Path, context: &str) -> Result<k
     kube::Client::try_from(config).context("building a kube client")
 }
 
-/// Waits until cluster `cluster` answers `/readyz` and has `nodes` Ready
-/// Nodes.
+/// Waits until cluster `cluster` answers `/readyz`, has `nodes` Ready
+/// Nodes and a ready cluster DNS server.
 pub async fn wait_ready(
     dir: &LabDir,
     cluster: &str,
@@ -132,7 +133,11 @@ pub async fn wait_ready(
     let client = client(dir, cluster).await?;
     loop {
         let last = match ready_nodes(&client).await {
-            Ok(ready) if ready >= nodes => return Ok(()),
+            Ok(ready) if ready >= nodes => match dns_ready(&client).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => "CoreDNS is not ready yet".to_string(),
+                Err(error) => format!("{error:#}"),
+            },
             Ok(ready) => format!("{ready} of {nodes} nodes Ready"),
             Err(error) => format!("{error:#}"),
         };
@@ -141,6 +146,19 @@ pub async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether `kube-system/coredns` has a ready replica.
+async fn dns_ready(client: &kube::Client) -> Result<bool> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), "kube-system")
+        .get_opt("coredns")
+        .await
+        .context("reading Deployment kube-system/coredns")?;
+    Ok(deployment
+        .and_then(|d| d.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        > 0)
 }
 
 async fn ready_nodes(client: &kube::Client) -> Result<usize> {

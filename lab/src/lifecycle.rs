@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::names::{validate_cluster_name, validate_lab_name};
-use crate::plan::{MAX_CLUSTERS, MAX_NODES};
+use crate::plan::{MAX_CLUSTERS, MAX_NODES, ProxyMode};
 use crate::procs;
 use crate::state::{ClusterState, LabDir, LabState, RootLock, free_slot};
 use crate::topology;
@@ -27,6 +27,8 @@ pub struct UpRequest {
     pub network_only: bool,
     /// How long to wait for the API servers and nodes.
     pub timeout: Duration,
+    /// kube-proxy's mode.
+    pub proxy_mode: ProxyMode,
 }
 
 /// Creates the lab; on failure removes what was made and returns the error.
@@ -50,6 +52,7 @@ pub async fn up(req: &UpRequest) -> Result<LabState> {
             req.nodes_per_cluster
         );
     }
+    let components = crate::components::locate()?;
     let dir = LabDir::new(&req.lab);
     let state = {
         let _lock = RootLock::acquire()?;
@@ -76,6 +79,8 @@ pub async fn up(req: &UpRequest) -> Result<LabState> {
                     daemon_pid: None,
                 })
                 .collect(),
+            proxy_mode: req.proxy_mode,
+            components,
         };
         state.save(&dir)?;
         state

@@ -21,8 +21,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::endpointslices::watch;
-use crate::kube_proxy::netns;
+use crate::reflect;
+use crate::netns;
 use crate::plan::{ClusterPlan, LabPlan};
 use pool::{Claim, Refusal};
 
@@ -39,7 +39,7 @@ pub async fn run(client: Client, cluster: ClusterPlan, lab: LabPlan) -> anyhow::
     let share = pool::share(&lab, cluster.index);
     let node_netns = cluster.node(0).netns();
     let changed = Arc::new(Notify::new());
-    let services = watch::reflect(
+    let services = reflect::reflect(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
         changed.clone(),

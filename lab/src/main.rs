@@ -1,18 +1,21 @@
-//! `mc-lab`: several local Kubernetes-like clusters built from network
-//! namespaces and API emulators, for the demo and the end-to-end tests.
+//! `mc-lab`: several local Kubernetes clusters on one machine, for the
+//! demo and the end-to-end tests: each runs the real control plane, a
+//! kube-proxy per node and CoreDNS; the lab plays the nodes (network
+//! namespaces) and their kubelet (pods as processes).
 
-mod apiserver;
 mod apply;
 mod cmd;
+mod components;
+mod control_plane;
 mod dns;
 mod echo;
-mod endpointslices;
 mod kube_proxy;
 mod kubeconfig;
 mod kubelet;
 mod lifecycle;
 mod loadbalancer;
 mod names;
+mod netns;
 mod nodes;
 mod pidfile;
 mod plan;
@@ -23,13 +26,13 @@ mod podinit;
 mod podnet;
 mod pods;
 mod probe;
+mod reflect;
 mod procs;
 mod serve;
-mod service_account;
 mod state;
+mod supervise;
 mod topology;
 mod volumes;
-mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,8 +43,9 @@ use clap::{Parser, Subcommand};
 
 use crate::names::PodRef;
 
-/// Local multi-cluster lab: nodes and pods as network namespaces, one
-/// Kubernetes API emulator per cluster. Needs root.
+/// Local multi-cluster lab: real Kubernetes control planes, kube-proxy and
+/// CoreDNS; nodes and pods as network namespaces. Needs root and the
+/// components `lab/components/build.sh` builds.
 #[derive(Parser, Debug)]
 #[command(name = "mc-lab", version)]
 struct Cli {
@@ -68,8 +72,11 @@ enum Command {
         /// Build only the network (no API servers); for debugging the topology.
         #[arg(long, hide = true)]
         network_only: bool,
-        /// Seconds to wait for the API servers and nodes.
-        #[arg(long, default_value_t = 60)]
+        /// How kube-proxy programs every node: nftables or iptables.
+        #[arg(long, value_enum, default_value_t = plan::ProxyMode::Nftables)]
+        proxy_mode: plan::ProxyMode,
+        /// Seconds to wait for the control planes and nodes.
+        #[arg(long, default_value_t = 180)]
         timeout: u64,
     },
     /// Remove every namespace, link, process and file of the lab.
@@ -165,9 +172,6 @@ enum Command {
         /// File to mount over /etc/resolv.conf.
         #[arg(long)]
         resolv_conf: Option<PathBuf>,
-        /// Directory to mount at /var/run/secrets/kubernetes.io/serviceaccount.
-        #[arg(long)]
-        service_account: Option<PathBuf>,
         /// A volume to bind-mount (JSON: source, target, readOnly).
         #[arg(long = "mount")]
         mounts: Vec<String>,
@@ -249,6 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nodes_per_cluster,
             recreate,
             network_only,
+            proxy_mode,
             timeout,
         } => {
             let req = lifecycle::UpRequest {
@@ -257,6 +262,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 nodes_per_cluster,
                 recreate,
                 network_only,
+                proxy_mode,
                 timeout: Duration::from_secs(timeout),
             };
             let state = runtime()?.block_on(lifecycle::up(&req))?;
@@ -361,14 +367,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::PodInit {
             netns,
             resolv_conf,
-            service_account,
             mounts,
             command,
         } => {
             let init = podinit::PodInit {
                 netns,
                 resolv_conf,
-                service_account,
                 mounts: mounts
                     .iter()
                     .map(|m| volumes::Mount::from_arg(m))

@@ -1,17 +1,17 @@
-//! What the cluster daemon registers in its API at start: the Nodes and
-//! the `kube-system/kube-dns` Service with endpoints at the DNS server.
+//! The nodes as the kubelet presents them to the API: the Node objects
+//! (addresses, capacity, the Ready condition) and their Leases.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::plan::{ClusterPlan, NodePlan};
+use crate::plan::NodePlan;
 
 /// Field manager of every write the lab's daemon makes.
 pub const FIELD_MANAGER: &str = "mc-lab";
@@ -25,7 +25,11 @@ pub fn is_ready(node: &Node) -> bool {
 }
 
 /// Creates (or updates) the Node objects of `nodes` and marks them Ready.
-pub async fn register_nodes(client: &kube::Client, nodes: &[NodePlan]) -> Result<()> {
+pub async fn register_nodes(
+    client: &kube::Client,
+    nodes: &[NodePlan],
+    kubernetes_version: &str,
+) -> Result<()> {
     let api = Api::<Node>::all(client.clone());
     for node in nodes {
         let name = node.name();
@@ -61,7 +65,7 @@ pub async fn register_nodes(client: &kube::Client, nodes: &[NodePlan]) -> Result
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
                 "osImage": "mc-lab", "containerRuntimeVersion": "mc-lab://netns",
-                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0",
+                "kubeletVersion": kubernetes_version, "kubeProxyVersion": kubernetes_version,
                 "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
             },
         }});
@@ -77,62 +81,42 @@ pub async fn register_nodes(client: &kube::Client, nodes: &[NodePlan]) -> Result
     Ok(())
 }
 
-/// Creates `kube-system/kube-dns` (ClusterIP from the plan, ports 53/UDP
-/// and 53/TCP, no selector) with Endpoints and an EndpointSlice pointing at
-/// the cluster's DNS server.
-pub async fn register_dns_service(client: &kube::Client, cluster: &ClusterPlan) -> Result<()> {
-    let namespaces = Api::<Namespace>::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "kube-system"}}))?;
-    create_or_keep(&namespaces, "kube-system", &ns).await?;
-    let dns_ip = cluster.api_addr().to_string();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster.dns_service_ip().to_string(),
-            "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-            ],
-        },
-    }))?;
-    create_or_keep(
-        &Api::<Service>::namespaced(client.clone(), "kube-system"),
-        "kube-dns",
-        &service,
-    )
-    .await?;
-    let endpoints: Endpoints = serde_json::from_value(json!({
-        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
-        "subsets": [{
-            "addresses": [{"ip": dns_ip}],
-            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
-        }],
-    }))?;
-    create_or_keep(
-        &Api::<Endpoints>::namespaced(client.clone(), "kube-system"),
-        "kube-dns",
-        &endpoints,
-    )
-    .await?;
-    let slice: EndpointSlice = serde_json::from_value(json!({
-        "metadata": {"name": "kube-dns-lab", "namespace": "kube-system", "labels": {
-            "kubernetes.io/service-name": "kube-dns",
-            "endpointslice.kubernetes.io/managed-by": "mc-lab",
-        }},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [dns_ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-        "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
-    }))?;
-    create_or_keep(
-        &Api::<EndpointSlice>::namespaced(client.clone(), "kube-system"),
-        "kube-dns-lab",
-        &slice,
-    )
-    .await?;
-    tracing::info!(cluster_ip = %cluster.dns_service_ip(), server = %dns_ip, "registered kube-dns");
-    Ok(())
+/// How often each Node's Lease is renewed (what the kubelet does).
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
+/// The Lease duration the nodes announce.
+const LEASE_SECONDS: i32 = 40;
+
+/// Renews the `kube-node-lease` Lease of every node in `nodes` every
+/// [`LEASE_RENEW`], so the node lifecycle controller keeps them Ready;
+/// runs until the task is dropped.
+pub async fn renew_leases(client: kube::Client, nodes: Vec<NodePlan>) -> Result<()> {
+    let leases = Api::<Lease>::namespaced(client, "kube-node-lease");
+    let mut failing = false;
+    loop {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut failed = 0;
+        for node in &nodes {
+            let name = node.name();
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
+                         "renewTime": now},
+            });
+            if let Err(error) = leases
+                .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&lease))
+                .await
+            {
+                failed += 1;
+                tracing::warn!(node = %name, %error, "cannot renew the node's Lease");
+            }
+        }
+        if failed == 0 && failing {
+            tracing::info!("node Leases renewed again");
+        }
+        failing = failed > 0;
+        tokio::time::sleep(LEASE_RENEW).await;
+    }
 }
 
 /// Creates `object` unless an object of that name exists (a daemon restart

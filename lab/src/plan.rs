@@ -31,6 +31,28 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// First and last host octet of the LoadBalancer pool.
 pub const LB_POOL: (u8, u8) = (160, 250);
 
+/// How kube-proxy programs the nodes' packet path (`KubeProxyConfiguration.mode`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// One nftables table per node (`table ip kube-proxy`).
+    #[default]
+    Nftables,
+    /// iptables chains (through iptables-nft on current distributions).
+    Iptables,
+}
+
+impl std::fmt::Display for ProxyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProxyMode::Nftables => "nftables",
+            ProxyMode::Iptables => "iptables",
+        })
+    }
+}
+
 /// Addresses of one lab.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabPlan {

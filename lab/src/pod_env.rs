@@ -26,13 +26,13 @@ pub struct PodFacts<'a> {
     pub cluster: &'a ClusterPlan,
 }
 
-/// The environment of `container`, with `exe_dir` (where mc-lab and the
-/// other built binaries live) first on PATH.
+/// The environment of `container`, with `bin_dirs` (where mc-lab, the
+/// other built binaries and the Kubernetes components live) first on PATH.
 pub async fn build(
     client: &kube::Client,
     facts: &PodFacts<'_>,
     container: &Container,
-    exe_dir: &Path,
+    bin_dirs: &[&Path],
 ) -> Result<BTreeMap<String, String>> {
     let meta = &facts.pod.metadata;
     let name = meta.name.clone().unwrap_or_default();
@@ -44,10 +44,9 @@ pub async fn build(
         .and_then(|s| s.host_network)
         .unwrap_or(false);
     let mut env = BTreeMap::new();
-    let path = format!(
-        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        exe_dir.display()
-    );
+    let mut path: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
+    path.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = path.join(":");
     env.insert("PATH".into(), path);
     env.insert("HOME".into(), "/root".into());
     env.insert(

@@ -37,8 +37,8 @@ pub struct Shared {
     pub dir: LabDir,
     /// mc-lab's own executable (runs `pod-init`).
     pub exe: PathBuf,
-    /// The cluster CA, for pods' `ca.crt`.
-    pub ca_pem: String,
+    /// The Kubernetes binaries (on pods' PATH after mc-lab's own).
+    pub components: PathBuf,
     /// Pod addresses in use.
     pub ipam: Mutex<Ipam>,
 }
@@ -172,26 +172,12 @@ async fn create_sandbox(shared: &Shared, pod: &Pod, node: &NodePlan) -> Result<S
         let resolv = podnet::resolv_conf_path(&netns);
         (netns, pod_ip, Some(resolv))
     };
-    let service_account =
-        match crate::service_account::materialize(&shared.client, pod, &shared.ca_pem, &pod_dir)
-            .await
-        {
-            Ok(dir) => dir,
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "pod runs without a ServiceAccount token"
-                );
-                None
-            }
-        };
     let mounts = crate::volumes::mounts(pod, &pod_dir)?;
     crate::volumes::create_dirs(pod, &pod_dir)?;
     Ok(Sandbox {
         init: PodInit {
             netns,
             resolv_conf: resolv,
-            service_account,
             mounts,
         },
         pod_ip,
@@ -332,7 +318,7 @@ async fn supervise(
         node_name: &node.name(),
         cluster: &shared.cluster,
     };
-    let env = match crate::pod_env::build(&shared.client, &facts, container, &exe_dir).await {
+    let env = match crate::pod_env::build(&shared.client, &facts, container, &[&exe_dir, &shared.components]).await {
         Ok(env) => env,
         Err(error) => {
             report_failure(

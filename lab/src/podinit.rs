@@ -1,6 +1,7 @@
 //! `mc-lab pod-init` (hidden): the last step before a pod's command runs.
 //! It enters the pod's network namespace in a private mount namespace,
-//! mounts the pod's resolv.conf, ServiceAccount files and volumes where
+//! mounts the pod's resolv.conf and volumes (the ServiceAccount token is a
+//! projected volume the API server adds to the pod) where
 //! programs look for them, and then executes the command in place. `mc-lab exec`
 //! uses the same path, so an exec sees what the pod sees.
 
@@ -13,9 +14,6 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 use crate::volumes::Mount;
 
-/// Where Kubernetes mounts a pod's ServiceAccount token, CA and namespace.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
 /// What `pod-init` sets up before executing the command.
 #[derive(Clone, Debug, Default)]
 pub struct PodInit {
@@ -23,8 +21,6 @@ pub struct PodInit {
     pub netns: String,
     /// File to mount over /etc/resolv.conf.
     pub resolv_conf: Option<PathBuf>,
-    /// Directory to mount at [`SERVICE_ACCOUNT_DIR`].
-    pub service_account: Option<PathBuf>,
     /// The container's volumes.
     pub mounts: Vec<Mount>,
 }
@@ -40,9 +36,6 @@ impl PodInit {
         ];
         if let Some(resolv) = &self.resolv_conf {
             args.extend(["--resolv-conf".to_string(), resolv.display().to_string()]);
-        }
-        if let Some(sa) = &self.service_account {
-            args.extend(["--service-account".to_string(), sa.display().to_string()]);
         }
         for mount in &self.mounts {
             args.extend(["--mount".to_string(), mount.to_arg()]);
@@ -85,12 +78,6 @@ impl PodInit {
         }
         if let Some(resolv) = &self.resolv_conf {
             bind(resolv, Path::new("/etc/resolv.conf"))?;
-        }
-        if let Some(sa) = &self.service_account {
-            let target = Path::new(SERVICE_ACCOUNT_DIR);
-            std::fs::create_dir_all(target)
-                .with_context(|| format!("cannot create {}", target.display()))?;
-            bind(sa, target)?;
         }
         for m in &self.mounts {
             std::fs::create_dir_all(&m.target)

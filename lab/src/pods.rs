@@ -272,12 +272,10 @@ pub async fn pod_init_for(lab: &str, pod: &PodRef) -> Result<PodInit> {
             pod.name
         );
     }
-    let sa = pod_dir.join("serviceaccount");
     let mounts = crate::volumes::mounts(&object, &pod_dir).unwrap_or_default();
     Ok(PodInit {
         netns,
         resolv_conf: resolv.exists().then_some(resolv),
-        service_account: sa.exists().then_some(sa),
         mounts,
     })
 }

@@ -1,14 +1,16 @@
 //! `mc-lab serve` (hidden): the daemon of one cluster. It runs inside the
-//! lab's WAN netns and hosts, in one process, the cluster's API emulator,
-//! the kubelet of all its nodes, the cluster DNS server, the EndpointSlice
-//! controller, kube-proxy, the LoadBalancer controller and the workload
-//! controllers (Deployments, ReplicaSets, DaemonSets, scheduler).
+//! lab's WAN netns, starts the cluster's real control plane (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler) and each
+//! node's real kube-proxy as supervised children, deploys CoreDNS, and
+//! itself plays the nodes: their Node objects and Leases, the kubelet that
+//! runs their pods, and the LoadBalancer controller a cloud would run.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use nix::sched::{CloneFlags, setns};
 
+use crate::control_plane::ControlPlane;
 use crate::plan::{ClusterPlan, LabPlan, NodePlan};
 use crate::pod_worker::Shared;
 use crate::state::{LabDir, LabState};
@@ -33,20 +35,43 @@ pub async fn serve(lab: &str, cluster: &str) -> Result<()> {
     let state = LabState::load(&dir)?;
     let plan = state.cluster(cluster)?;
     let nodes = state.nodes(cluster)?;
-    let emulator = crate::apiserver::start(&dir, &plan).await?;
-    let client =
-        crate::kubeconfig::client_from_file(&dir.admin_kubeconfig(cluster), cluster).await?;
-    crate::nodes::register_nodes(&client, &nodes).await?;
-    crate::nodes::register_dns_service(&client, &plan).await?;
+    crate::components::check(&state.components)?;
+    let control_plane = ControlPlane::start(&dir, &plan, &state.components).await?;
+    let result = run_nodes(&dir, &state, &control_plane, plan, nodes).await;
+    control_plane.stop().await;
+    result
+}
+
+/// Registers the nodes, starts their kube-proxy, deploys CoreDNS and runs
+/// the node parts until one fails or the daemon is signalled.
+async fn run_nodes(
+    dir: &LabDir,
+    state: &LabState,
+    control_plane: &ControlPlane,
+    plan: ClusterPlan,
+    nodes: Vec<NodePlan>,
+) -> Result<()> {
+    let client = crate::kubeconfig::client_from_file(&dir.admin_kubeconfig(&plan.name), &plan.name)
+        .await?;
+    let version = crate::components::kubernetes_version(&state.components);
+    crate::nodes::register_nodes(&client, &nodes, &version).await?;
+    let proxies = crate::kube_proxy::start(
+        dir,
+        &control_plane.pki,
+        &state.components,
+        state.proxy_mode,
+        &nodes,
+    )?;
+    crate::dns::deploy(&client, &plan).await?;
     let shared = Arc::new(Shared {
         client: client.clone(),
         cluster: plan.clone(),
         dir: dir.clone(),
         exe: std::env::current_exe().context("cannot find mc-lab's own executable")?,
-        ca_pem: emulator.ca_pem().to_string(),
+        components: state.components.clone(),
         ipam: Mutex::new(Default::default()),
     });
-    tracing::info!(cluster, api = %plan.api_url(), "cluster daemon serving");
+    tracing::info!(cluster = %plan.name, api = %plan.api_url(), "cluster daemon serving");
     let mut parts = tokio::task::JoinSet::new();
     spawn_parts(&mut parts, client, plan, nodes, state.plan(), shared);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -62,7 +87,9 @@ pub async fn serve(lab: &str, cluster: &str) -> Result<()> {
         _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); Ok(()) }
     };
     parts.abort_all();
-    emulator.shutdown().await;
+    for proxy in proxies {
+        proxy.stop().await;
+    }
     result
 }
 
@@ -78,14 +105,8 @@ fn spawn_parts(
 ) {
     let kubelet_nodes = nodes.clone();
     parts.spawn(async move { ("kubelet", crate::kubelet::run(shared, kubelet_nodes).await) });
-    let (c, k) = (client.clone(), cluster.clone());
-    parts.spawn(async move { ("endpointslices", crate::endpointslices::run(c, k).await) });
-    let (c, k) = (client.clone(), cluster.clone());
-    parts.spawn(async move { ("kube-proxy", crate::kube_proxy::run(c, k, nodes).await) });
-    let (c, k) = (client.clone(), cluster.clone());
-    parts.spawn(async move { ("dns", crate::dns::run(c, k).await) });
     let c = client.clone();
-    parts.spawn(async move { ("workloads", crate::workloads::run(c).await) });
+    parts.spawn(async move { ("node leases", crate::nodes::renew_leases(c, nodes).await) });
     parts.spawn(async move {
         (
             "loadbalancer",

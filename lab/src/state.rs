@@ -4,10 +4,12 @@
 //! ```text
 //! /run/mc-lab/<lab>/state.json            LabState
 //! /run/mc-lab/<lab>/kubeconfig            one context per cluster
-//! /run/mc-lab/<lab>/clusters/<c>/pki      the emulator's certificates
-//! /run/mc-lab/<lab>/clusters/<c>/data     the emulator's storage
-//! /run/mc-lab/<lab>/clusters/<c>/admin.kubeconfig  written by the cluster daemon
+//! /run/mc-lab/<lab>/clusters/<c>/pki      the control plane's certificates and kubeconfigs
+//! /run/mc-lab/<lab>/clusters/<c>/etcd     etcd's data
+//! /run/mc-lab/<lab>/clusters/<c>/kube-proxy/<node>.yaml  kube-proxy's configuration
+//! /run/mc-lab/<lab>/clusters/<c>/admin.kubeconfig  written once the API server is ready
 //! /run/mc-lab/<lab>/logs/<c>.log          the cluster daemon's log
+//! /run/mc-lab/<lab>/logs/<c>-<component>.log  etcd, kube-apiserver, ..., kube-proxy-<node>
 //! /run/mc-lab/<lab>/logs/<c>/<ns>_<pod>.log  pod output
 //! ```
 
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{ClusterPlan, LabPlan, NodePlan};
+use crate::plan::{ClusterPlan, LabPlan, NodePlan, ProxyMode};
 
 /// Directory holding every lab's state; `MC_LAB_STATE_ROOT` overrides it.
 pub fn state_root() -> PathBuf {
@@ -87,6 +89,11 @@ pub struct LabState {
     pub slot: u8,
     /// Clusters in index order.
     pub clusters: Vec<ClusterState>,
+    /// kube-proxy's mode on every node.
+    #[serde(default)]
+    pub proxy_mode: ProxyMode,
+    /// Directory of the Kubernetes binaries the lab runs.
+    pub components: PathBuf,
 }
 
 /// One cluster of a lab.

@@ -1,5 +1,6 @@
 //! The volumes of a pod's (first) container, as the kubelet provides
-//! them: Secret, ConfigMap and projected (secret, configMap) volumes are
+//! them: Secret, ConfigMap, downward API and projected (secret, configMap,
+//! serviceAccountToken, downwardAPI) volumes are
 //! files in the pod's directory, written atomically and kept in step with
 //! their objects; emptyDir is a directory of the pod; hostPath is the
 //! host's path. `pod-init` bind-mounts each at its `mountPath` (Secret,
@@ -15,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Pod, Volume};
 use serde::{Deserialize, Serialize};
 
-pub use self::contents::{Files, read as read_contents};
+pub use self::contents::{Files, Tokens, read as read_contents};
 
 /// One bind mount `pod-init` makes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,14 +52,18 @@ enum Kind<'a> {
 }
 
 fn kind(volume: &Volume) -> Result<Kind<'_>> {
-    if volume.secret.is_some() || volume.config_map.is_some() {
+    if volume.secret.is_some() || volume.config_map.is_some() || volume.downward_api.is_some() {
         return Ok(Kind::Files);
     }
     if let Some(projected) = &volume.projected {
         for source in projected.sources.iter().flatten() {
-            if source.secret.is_none() && source.config_map.is_none() {
+            if source.secret.is_none()
+                && source.config_map.is_none()
+                && source.service_account_token.is_none()
+                && source.downward_api.is_none()
+            {
                 bail!(
-                    "volume {}: the lab projects only secret and configMap sources",
+                    "volume {}: the lab projects secret, configMap, serviceAccountToken and downwardAPI sources only",
                     volume.name
                 );
             }
@@ -174,6 +179,7 @@ pub struct FileVolumes {
     pod: Pod,
     pod_dir: PathBuf,
     written: BTreeMap<String, Files>,
+    tokens: Tokens,
 }
 
 impl FileVolumes {
@@ -183,6 +189,7 @@ impl FileVolumes {
             pod: pod.clone(),
             pod_dir: pod_dir.to_path_buf(),
             written: BTreeMap::new(),
+            tokens: Tokens::default(),
         }
     }
 
@@ -190,12 +197,11 @@ impl FileVolumes {
     /// changed. Fails when a non-optional Secret, ConfigMap or key is
     /// missing (the pod cannot start, or keeps its last files).
     pub async fn sync(&mut self, client: &kube::Client) -> Result<()> {
-        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
         for volume in mounted_volumes(&self.pod) {
             if !matches!(kind(volume)?, Kind::Files) {
                 continue;
             }
-            let files = read_contents(client, &namespace, volume)
+            let files = read_contents(client, &self.pod, volume, &mut self.tokens)
                 .await
                 .with_context(|| {
                     format!("MountVolume.SetUp failed for volume {:?}", volume.name)

@@ -470,6 +470,14 @@ async fn load_balancer_ip(client: &Client, service: &str) -> Result<String> {
 /// `nft list ruleset` (without the lab's kube-proxy table, which follows
 /// Services), `ip rule` and every IPv4 routing table (without pods' routes)
 /// of a node.
+/// Whether nftables table `family name` is kube-proxy's: its own table in
+/// nftables mode, or the xtables tables iptables-nft writes in iptables
+/// mode. They follow the cluster's Services, not the agent.
+fn is_kube_proxys(table: &str) -> bool {
+    let name = table.split_whitespace().nth(1).unwrap_or_default();
+    matches!(name, "kube-proxy" | "nat" | "filter" | "mangle" | "raw" | "security")
+}
+
 pub fn node_network_state(lab: &str, cluster: &str, node: usize) -> Result<String> {
     let netns = format!("mc-{lab}-{cluster}-n{node}");
     let run = |args: &[&str]| -> Result<String> {
@@ -486,8 +494,8 @@ pub fn node_network_state(lab: &str, cluster: &str, node: usize) -> Result<Strin
     let mut kept = String::new();
     let mut skipping = false;
     for line in ruleset.lines() {
-        if line.starts_with("table ") {
-            skipping = line.starts_with("table ip lab-kube-proxy");
+        if let Some(table) = line.strip_prefix("table ") {
+            skipping = is_kube_proxys(table.trim_end_matches(" {"));
         }
         if !skipping {
             kept.push_str(line);

@@ -175,8 +175,16 @@ async fn down_leaves_nothing_behind_even_after_a_daemon_crash() -> Result<()> {
         .filter_map(|c| c["daemon_pid"].as_u64())
         .collect();
     ensure!(daemons.len() == 2, "state records daemons {daemons:?}");
+    // Each cluster runs CoreDNS beside the test's pod.
     let pod_pids = pod_processes(&lab.name);
-    ensure!(pod_pids.len() == 2, "found pod processes {pod_pids:?}");
+    ensure!(pod_pids.len() == 4, "found pod processes {pod_pids:?}");
+    // etcd, kube-apiserver, kube-controller-manager, kube-scheduler per
+    // cluster and kube-proxy per node: 4 * 2 + 2 * 2.
+    let components = component_processes(&lab.name);
+    ensure!(
+        components.len() == 12,
+        "found control plane and kube-proxy processes {components:?}"
+    );
     // A crashed daemon leaves its pods running; down must still stop them.
     let status = std::process::Command::new("kill")
         .args(["-9", &daemons[0].to_string()])
@@ -202,7 +210,7 @@ async fn down_leaves_nothing_behind_even_after_a_daemon_crash() -> Result<()> {
         !link.status.success(),
         "the user's veth mc{slot}w is left behind"
     );
-    for pid in daemons.iter().chain(pod_pids.iter()) {
+    for pid in daemons.iter().chain(&pod_pids).chain(&components) {
         ensure!(!running(*pid), "process {pid} is still running");
     }
     ensure!(
@@ -238,6 +246,34 @@ fn pod_processes(lab: &str) -> Vec<u64> {
             {
                 pids.push(pid);
             }
+        }
+    }
+    pids
+}
+
+/// PIDs of the processes the cluster daemons supervise (control plane,
+/// kube-proxy): their arguments name files in the lab's state directory.
+fn component_processes(lab: &str) -> Vec<u64> {
+    let needle = format!("/run/mc-lab/{lab}/");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let component = args.first().is_some_and(|exe| {
+            ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"]
+                .iter()
+                .any(|name| exe.ends_with(&format!("/{name}")))
+        });
+        if component && args.iter().any(|a| a.contains(&needle)) && running(pid) {
+            pids.push(pid);
         }
     }
     pids

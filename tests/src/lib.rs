@@ -66,8 +66,18 @@ pub struct Lab {
 
 impl Lab {
     /// Brings up a lab with `clusters` of `nodes_per_cluster` nodes each,
-    /// under a name unique to this process and call.
+    /// under a name unique to this process and call, with kube-proxy in
+    /// its default (nftables) mode.
     pub fn up(clusters: &[&str], nodes_per_cluster: usize) -> Result<Lab> {
+        Lab::up_with_proxy(clusters, nodes_per_cluster, "nftables")
+    }
+
+    /// [`Lab::up`] with kube-proxy in `proxy_mode` (`nftables` or `iptables`).
+    pub fn up_with_proxy(
+        clusters: &[&str],
+        nodes_per_cluster: usize,
+        proxy_mode: &str,
+    ) -> Result<Lab> {
         let bin = mc_lab_bin()?;
         let name = format!(
             "t{}x{}",
@@ -88,6 +98,8 @@ impl Lab {
             &clusters.join(","),
             "--nodes-per-cluster",
             &nodes_per_cluster.to_string(),
+            "--proxy-mode",
+            proxy_mode,
         ])?;
         if !out.status.success() {
             bail!("mc-lab up failed: {}", String::from_utf8_lossy(&out.stderr));

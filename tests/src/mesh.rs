@@ -62,6 +62,8 @@ pub struct MeshOptions {
     /// Extra environment of the agents and the gateway (e.g.
     /// `TOKIO_WORKER_THREADS`), for the benchmark.
     pub proxy_env: Vec<(String, String)>,
+    /// kube-proxy's mode on every node: `nftables` or `iptables`.
+    pub kube_proxy_mode: &'static str,
 }
 
 impl Default for MeshOptions {
@@ -69,6 +71,7 @@ impl Default for MeshOptions {
         MeshOptions {
             leaf_lifetime: Duration::from_secs(24 * 3600),
             proxy_env: Vec::new(),
+            kube_proxy_mode: "nftables",
         }
     }
 }
@@ -82,7 +85,7 @@ impl Mesh {
 
     /// [`Mesh::start`] with `options`.
     pub async fn start_with(options: MeshOptions) -> Result<Mesh> {
-        let lab = Lab::up(&["east", "west"], 2)?;
+        let lab = Lab::up_with_proxy(&["east", "west"], 2, options.kube_proxy_mode)?;
         let east = lab.client("east").await?;
         let west = lab.client("west").await?;
         let identity_root = PathBuf::from("/run/mc-lab")

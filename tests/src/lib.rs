@@ -131,6 +131,31 @@ impl Lab {
             .with_context(|| format!("running kubectl-mc {}", args.join(" ")))
     }
 
+    /// Runs the lab's real `kubectl --kubeconfig <the lab's> args...` with
+    /// `stdin` on its standard input and returns its output.
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> Result<Output> {
+        use std::io::Write;
+        let components = self.state()?["components"]
+            .as_str()
+            .context("the lab's state names no components directory")?
+            .to_string();
+        let mut child = Command::new(Path::new(&components).join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(stdin.as_bytes())?;
+        child.wait_with_output().context("waiting for kubectl")
+    }
+
     /// `mc-lab apply -f - --cluster <cluster> [extra...]` with `yaml` on
     /// standard input; fails with mc-lab's message when it fails.
     pub fn apply(&self, cluster: &str, yaml: &str, extra: &[&str]) -> Result<String> {

@@ -414,6 +414,37 @@ async fn exported_services_mirror_follow_changes_and_leave_foreign_services_alon
     assert_eq!(seen.len(), 3, "only {seen:?} of east's 3 pods answered");
     let (passed, text) = linked.check("west")?;
     assert!(passed, "check fails on a healthy setup:\n{text}");
+
+    // A Service exported in its own manifest, applied twice with kubectl
+    // as users do: created, then unchanged, and its mirror with it.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n  \
+         labels:\n    {EXPORTED}: \"true\"\nspec:\n  selector:\n    app: backend\n  \
+         ports:\n  - name: http\n    port: 8080\n"
+    );
+    let first = succeeded(
+        linked.lab.kubectl(&["--context", "east", "apply", "-f", "-"], &manifest)?,
+        "kubectl apply -f web",
+    )?;
+    assert_eq!(first.trim(), "service/web created");
+    wait_for(MIRROR_DEADLINE, || async {
+        Ok(get_service(west, "web-east").await?.is_some())
+    })
+    .await
+    .context("no mirror of a Service exported by kubectl apply")?;
+    let before = get_service(west, "web-east").await?.context("web-east")?;
+    let again = succeeded(
+        linked.lab.kubectl(&["--context", "east", "apply", "-f", "-"], &manifest)?,
+        "kubectl apply -f web, again",
+    )?;
+    assert_eq!(again.trim(), "service/web unchanged");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = get_service(west, "web-east").await?.context("web-east")?;
+    assert_eq!(
+        (before.uid(), before.resource_version()),
+        (after.uid(), after.resource_version()),
+        "re-applying an unchanged export rewrote its mirror"
+    );
     assert!(
         text.contains(CHECK_MIRRORS),
         "check names the mirror check:\n{text}"

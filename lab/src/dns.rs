@@ -128,8 +128,6 @@ fn deployment(labels: &Value) -> Value {
                         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": true}],
                         "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
                                            "periodSeconds": 1},
-                        "livenessProbe": {"httpGet": {"path": "/health", "port": 8080},
-                                          "periodSeconds": 10, "failureThreshold": 5},
                     }],
                     "volumes": [{"name": "config", "configMap": {"name": NAME}}],
                 },

@@ -35,6 +35,7 @@ failed() {
   echo "demo FAILED at step $STEP/$STEPS: $TITLE (exit $code)" >&2
   if [ -d "/run/mc-lab/$LAB/logs" ]; then
     echo "  cluster daemons' logs: /run/mc-lab/$LAB/logs/<cluster>.log" >&2
+    echo "  control plane, kube-proxy: /run/mc-lab/$LAB/logs/<cluster>-<component>.log" >&2
     echo "  pods' output:          /run/mc-lab/$LAB/logs/<cluster>/<namespace>_<pod>.log" >&2
     echo "  the lab:               $BIN/mc-lab --lab $LAB status" >&2
   fi
@@ -82,9 +83,10 @@ CARGO=$(find_cargo) || {
   exit 1
 }
 
-step "System packages (nftables, iproute2, curl)"
+step "System packages and the Kubernetes components (built once, then cached)"
 scripts/deps.sh
-echo "  nft, ip, curl: present"
+COMPONENTS=$(lab/components/build.sh)
+echo "  nft, iptables, ip, curl: present; Kubernetes $(sed -n 's/^kubernetes //p' "$COMPONENTS/../VERSIONS") in $COMPONENTS"
 
 step "Build mc and the lab"
 # A sudo user's own toolchain builds as that user, so target/ stays theirs.
@@ -93,7 +95,7 @@ if [ -n "${SUDO_USER:-}" ] && [ "$(stat -c %U "$REPO")" = "$SUDO_USER" ] && [ "$
 else
   "$CARGO" build --locked -p mc-lab -p kubectl-mc -p mc-controller -p mc-gateway -p mc-node-agent
 fi
-export PATH="$BIN:$PATH"
+export PATH="$BIN:$COMPONENTS:$PATH"
 lab() { mc-lab --lab "$LAB" "$@"; }
 
 step "Bring up the lab '$LAB': clusters east and west, 2 nodes each"
@@ -120,7 +122,8 @@ echo "  --- kubectl mc --context west link --cluster-name west --apply-to east"
 kubectl-mc --context west link --cluster-name west --apply-to east
 
 step "Deploy backend in east (3 pods: HTTP 8080, TCP echo 9000)"
-lab apply --cluster east --wait -f - <<'EOF'
+echo "  --- kubectl --context east apply -f -"
+kubectl --context east apply -f - <<'EOF'
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -155,6 +158,7 @@ spec:
   - {name: http, port: 8080}
   - {name: tcp, port: 9000}
 EOF
+kubectl --context east rollout status deployment/backend --timeout="${TIMEOUT}s"
 
 step "Export backend from east"
 echo "  --- kubectl mc --context east export svc/backend"
@@ -201,11 +205,14 @@ trap - ERR
 echo
 bold "The demo lab '$LAB' is running. Explore it:"
 cat <<EOF
-  export KUBECONFIG=$KUBECONFIG PATH=$BIN:\$PATH   # contexts east and west; kubectl-mc and mc-lab
+  export KUBECONFIG=$KUBECONFIG PATH=$BIN:$COMPONENTS:\$PATH
+                                                           # contexts east and west; kubectl, kubectl-mc, mc-lab
+  kubectl --context east get pods -A -o wide               # the real control plane's view
   mc-lab --lab $LAB status                                 # clusters, nodes, pods
   mc-lab --lab $LAB exec west/default/client -- curl http://backend-east:8080/
-  kubectl-mc --context west gateways                       # or 'kubectl mc ...' with kubectl installed
+  kubectl mc --context west gateways                       # kubectl finds the kubectl-mc plugin on PATH
   kubectl-mc --context east unexport svc/backend           # and watch backend-east leave west
   mc-lab --lab $LAB down                                   # remove everything
-Logs: /run/mc-lab/$LAB/logs/ (daemons: <cluster>.log, pods: <cluster>/<namespace>_<pod>.log)
+Logs: /run/mc-lab/$LAB/logs/ (daemons: <cluster>.log, control plane and kube-proxy:
+  <cluster>-<component>.log, pods: <cluster>/<namespace>_<pod>.log)
 EOF

@@ -60,16 +60,17 @@ impl ControlPlane {
             components: Vec::new(),
             pki: pki.clone(),
         };
-        plane
-            .components
-            .push(Supervised::start(spec("etcd", etcd_args(cluster, &etcd_dir))));
+        plane.components.push(Supervised::start(spec(
+            "etcd",
+            etcd_args(cluster, &etcd_dir),
+        )));
         plane.components.push(Supervised::start(spec(
             "kube-apiserver",
             apiserver_args(cluster, &pki),
         )));
-        let admin = crate::kubeconfig::client_from_file(&pki.kubeconfig(pki::ADMIN), &cluster.name)
-            .await?;
-        wait_api_ready(&admin, Instant::now() + API_READY_TIMEOUT)
+        let admin =
+            crate::kubeconfig::client_from_file(&pki.kubeconfig(pki::ADMIN), &cluster.name).await?;
+        wait_api_ready(cluster, &admin, Instant::now() + API_READY_TIMEOUT)
             .await
             .with_context(|| {
                 format!(
@@ -193,8 +194,20 @@ fn scheduler_args(cluster: &ClusterPlan, pki: &Pki) -> Vec<String> {
     ]
 }
 
-/// Waits until `/readyz` answers ok.
-async fn wait_api_ready(client: &kube::Client, deadline: Instant) -> Result<()> {
+/// Waits until `/readyz` answers ok (first until the port accepts, so the
+/// client does not log every refused connection).
+async fn wait_api_ready(
+    cluster: &ClusterPlan,
+    client: &kube::Client,
+    deadline: Instant,
+) -> Result<()> {
+    let addr = std::net::SocketAddr::from((cluster.api_addr(), API_PORT));
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {addr} to accept connections");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     loop {
         let request = http::Request::get("/readyz")
             .body(Vec::new())

@@ -21,9 +21,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::reflect;
 use crate::netns;
 use crate::plan::{ClusterPlan, LabPlan};
+use crate::reflect;
 use pool::{Claim, Refusal};
 
 /// Quiet time after a change before a pass.

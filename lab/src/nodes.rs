@@ -104,7 +104,11 @@ pub async fn renew_leases(client: kube::Client, nodes: Vec<NodePlan>) -> Result<
                          "renewTime": now},
             });
             if let Err(error) = leases
-                .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&lease))
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&lease),
+                )
                 .await
             {
                 failed += 1;

@@ -33,7 +33,15 @@ pub const LB_POOL: (u8, u8) = (160, 250);
 
 /// How kube-proxy programs the nodes' packet path (`KubeProxyConfiguration.mode`).
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyMode {

@@ -318,7 +318,14 @@ async fn supervise(
         node_name: &node.name(),
         cluster: &shared.cluster,
     };
-    let env = match crate::pod_env::build(&shared.client, &facts, container, &[&exe_dir, &shared.components]).await {
+    let env = match crate::pod_env::build(
+        &shared.client,
+        &facts,
+        container,
+        &[&exe_dir, &shared.components],
+    )
+    .await
+    {
         Ok(env) => env,
         Err(error) => {
             report_failure(

@@ -51,8 +51,8 @@ async fn run_nodes(
     plan: ClusterPlan,
     nodes: Vec<NodePlan>,
 ) -> Result<()> {
-    let client = crate::kubeconfig::client_from_file(&dir.admin_kubeconfig(&plan.name), &plan.name)
-        .await?;
+    let client =
+        crate::kubeconfig::client_from_file(&dir.admin_kubeconfig(&plan.name), &plan.name).await?;
     let version = crate::components::kubernetes_version(&state.components);
     crate::nodes::register_nodes(&client, &nodes, &version).await?;
     let proxies = crate::kube_proxy::start(

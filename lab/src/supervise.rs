@@ -106,7 +106,10 @@ async fn terminate(name: &str, child: &mut Child) {
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
-    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(process = %name, "did not stop in time; killing it");
         let _ = child.kill().await;
     }

@@ -478,7 +478,10 @@ async fn load_balancer_ip(client: &Client, service: &str) -> Result<String> {
 /// mode. They follow the cluster's Services, not the agent.
 fn is_kube_proxys(table: &str) -> bool {
     let name = table.split_whitespace().nth(1).unwrap_or_default();
-    matches!(name, "kube-proxy" | "nat" | "filter" | "mangle" | "raw" | "security")
+    matches!(
+        name,
+        "kube-proxy" | "nat" | "filter" | "mangle" | "raw" | "security"
+    )
 }
 
 pub fn node_network_state(lab: &str, cluster: &str, node: usize) -> Result<String> {

@@ -423,7 +423,9 @@ async fn exported_services_mirror_follow_changes_and_leave_foreign_services_alon
          ports:\n  - name: http\n    port: 8080\n"
     );
     let first = succeeded(
-        linked.lab.kubectl(&["--context", "east", "apply", "-f", "-"], &manifest)?,
+        linked
+            .lab
+            .kubectl(&["--context", "east", "apply", "-f", "-"], &manifest)?,
         "kubectl apply -f web",
     )?;
     assert_eq!(first.trim(), "service/web created");
@@ -434,7 +436,9 @@ async fn exported_services_mirror_follow_changes_and_leave_foreign_services_alon
     .context("no mirror of a Service exported by kubectl apply")?;
     let before = get_service(west, "web-east").await?.context("web-east")?;
     let again = succeeded(
-        linked.lab.kubectl(&["--context", "east", "apply", "-f", "-"], &manifest)?,
+        linked
+            .lab
+            .kubectl(&["--context", "east", "apply", "-f", "-"], &manifest)?,
         "kubectl apply -f web, again",
     )?;
     assert_eq!(again.trim(), "service/web unchanged");

@@ -34,7 +34,12 @@ async fn answer_from(mesh: &Mesh, pod: &str, addr: &str, cluster: &str) -> Resul
 /// What `program args...` prints inside node 0 of west.
 fn on_west_node(mesh: &Mesh, program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", &format!("mc-{}-west-n0", mesh.lab.name), program])
+        .args([
+            "netns",
+            "exec",
+            &format!("mc-{}-west-n0", mesh.lab.name),
+            program,
+        ])
         .args(args)
         .output()
         .with_context(|| format!("running {program} on west-node-0"))?;
@@ -59,7 +64,10 @@ async fn kube_proxy_rejects(mesh: &Mesh, mode: &str, ip: &str) -> Result<()> {
                 )?;
                 ensure!(map.contains(ip), "{ip} not in no-endpoint-services:\n{map}");
                 let iptables = on_west_node(mesh, "iptables-save", &[])?;
-                ensure!(!iptables.contains("KUBE-SERVICES"), "iptables rules in nftables mode");
+                ensure!(
+                    !iptables.contains("KUBE-SERVICES"),
+                    "iptables rules in nftables mode"
+                );
             }
             _ => {
                 let rules = on_west_node(mesh, "iptables-save", &[])?;
@@ -116,9 +124,10 @@ async fn data_path_beside_kube_proxy(mode: &'static str) -> Result<()> {
         .run_echo("west/default/local-0", "app=local", Some("west-node-1"))?;
     east_service(&mesh.west, "local", false, &[("http", 8080)]).await?;
     answer_from(&mesh, CLIENT, "local.default:8080", "west").await?;
-    let local_ip = mesh
-        .lab
-        .exec(CLIENT, &["getent", "hosts", "local.default.svc.cluster.local"])?;
+    let local_ip = mesh.lab.exec(
+        CLIENT,
+        &["getent", "hosts", "local.default.svc.cluster.local"],
+    )?;
     let local_ip = String::from_utf8_lossy(&local_ip.stdout)
         .split_whitespace()
         .next()

@@ -257,7 +257,11 @@ fn component_processes(lab: &str) -> Vec<u64> {
     let needle = format!("/run/mc-lab/{lab}/");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -268,9 +272,15 @@ fn component_processes(lab: &str) -> Vec<u64> {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         let component = args.first().is_some_and(|exe| {
-            ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"]
-                .iter()
-                .any(|name| exe.ends_with(&format!("/{name}")))
+            [
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kube-proxy",
+            ]
+            .iter()
+            .any(|name| exe.ends_with(&format!("/{name}")))
         });
         if component && args.iter().any(|a| a.contains(&needle)) && running(pid) {
             pids.push(pid);

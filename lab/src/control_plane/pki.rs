@@ -117,7 +117,13 @@ impl Pki {
         let issuer = Issuer::from_ca_cert_pem(&ca_cert, KeyPair::from_pem(&ca_key)?)
             .context("parsing the cluster CA")?;
         if !self.apiserver_cert().exists() {
-            let (cert, key) = leaf(&issuer, "kube-apiserver", None, serving_names(cluster), true)?;
+            let (cert, key) = leaf(
+                &issuer,
+                "kube-apiserver",
+                None,
+                serving_names(cluster),
+                true,
+            )?;
             write(&self.apiserver_key(), &key)?;
             write(&self.apiserver_cert(), &cert)?;
         }
@@ -132,7 +138,12 @@ impl Pki {
                 write(&self.key(who), &key)?;
                 write(&self.cert(who), &cert)?;
             }
-            let kubeconfig = kubeconfig(cluster, &ca_cert, &read(&self.cert(who))?, &read(&self.key(who))?);
+            let kubeconfig = kubeconfig(
+                cluster,
+                &ca_cert,
+                &read(&self.cert(who))?,
+                &read(&self.key(who))?,
+            );
             write(&self.kubeconfig(who), &kubeconfig)?;
         }
         Ok(())

@@ -1,4 +1,4 @@
-//! Mirroring between two in-process emulators: export, port changes,
+//! Mirroring between two real control planes: export, port changes,
 //! unexport, remote deletion, long names, conflicts with foreign Services,
 //! missing and created namespaces, and Link deletion.
 
@@ -21,7 +21,7 @@ async fn mirror(west: &Cluster, ns: &str, name: &str) -> Option<Service> {
 #[tokio::test]
 async fn exported_services_are_mirrored_followed_and_removed() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.east.namespace("shop").await;
     pair.west.namespace("shop").await;
     let controller = start_controller(pair.west.admin.clone(), fast_config("a"));
@@ -155,7 +155,7 @@ async fn exported_services_are_mirrored_followed_and_removed() {
 #[tokio::test]
 async fn long_names_are_shortened_and_recorded() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.east.namespace("shop").await;
     pair.west.namespace("shop").await;
     let controller = start_controller(pair.west.admin.clone(), fast_config("a"));
@@ -197,7 +197,7 @@ async fn long_names_are_shortened_and_recorded() {
 #[tokio::test]
 async fn a_foreign_service_is_never_touched_and_the_conflict_is_reported() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.east.namespace("shop").await;
     pair.west.namespace("shop").await;
     let west = pair.west.services("shop");
@@ -283,7 +283,7 @@ async fn a_foreign_service_is_never_touched_and_the_conflict_is_reported() {
 #[tokio::test]
 async fn missing_namespaces_are_reported_then_mirrored_when_they_appear() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.east.namespace("only-east").await;
     let controller = start_controller(pair.west.admin.clone(), fast_config("a"));
     pair.east
@@ -315,7 +315,7 @@ async fn missing_namespaces_are_reported_then_mirrored_when_they_appear() {
 #[tokio::test]
 async fn created_namespaces_and_mirrors_go_with_the_link() {
     init_tracing();
-    let pair = Pair::linked(false, |link| {
+    let pair = Pair::linked(|link| {
         link["spec"]["createNamespaces"] = json!(true);
     })
     .await;
@@ -397,7 +397,7 @@ async fn created_namespaces_and_mirrors_go_with_the_link() {
 #[tokio::test]
 async fn mirrors_of_clusters_without_a_link_are_swept_at_start() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.west.namespace("shop").await;
     let west = pair.west.services("shop");
     let mut orphan = service("old-gone", "shop", &[("http", 80)], false);

@@ -62,7 +62,7 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 #[tokio::test]
 async fn mirrors_stay_while_the_remote_api_is_down_and_the_loop_recovers() {
     init_tracing();
-    let pair = Pair::linked(true, |_| {}).await;
+    let mut pair = Pair::linked(|_| {}).await;
     pair.east.namespace("shop").await;
     pair.west.namespace("shop").await;
     let controller = start_controller(pair.west.admin.clone(), fast_config("a"));
@@ -72,12 +72,13 @@ async fn mirrors_stay_while_the_remote_api_is_down_and_the_loop_recovers() {
     })
     .await;
 
-    let (east_root, west, _dir, east_port) = pair.stop_east().await;
+    pair.stop_east().await;
+    let west = &pair.west;
     let (_, reason, message) = eventually(
         Duration::from_secs(10),
         "RemoteAPIReachable=False",
         || async {
-            condition(&west, "RemoteAPIReachable")
+            condition(west, "RemoteAPIReachable")
                 .await
                 .filter(|(status, _, _)| status == "False")
         },
@@ -87,42 +88,42 @@ async fn mirrors_stay_while_the_remote_api_is_down_and_the_loop_recovers() {
     assert!(message.contains("mirrors are kept"), "{message}");
     // Well past the first retries, the mirror is still the same object.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let during = mirror(&west, "shop", "backend-east")
+    let during = mirror(west, "shop", "backend-east")
         .await
         .expect("mirror kept while east is down");
     assert_eq!(during.metadata.uid, before.metadata.uid);
-    let (still, _, _) = condition(&west, "RemoteAPIReachable")
+    let (still, _, _) = condition(west, "RemoteAPIReachable")
         .await
         .expect("condition");
     assert_eq!(still, "False", "the status keeps saying unreachable");
 
     // East comes back with its state: the loop reconnects by itself.
-    let east = Cluster::start(&east_root, east_port, true).await;
+    pair.restart_east().await;
+    let west = &pair.west;
     eventually(
         Duration::from_secs(40),
         "RemoteAPIReachable=True again",
         || async {
-            condition(&west, "RemoteAPIReachable")
+            condition(west, "RemoteAPIReachable")
                 .await
                 .filter(|(status, _, _)| status == "True")
         },
     )
     .await;
-    export(&east, "shop", "cart").await;
+    export(&pair.east, "shop", "cart").await;
     eventually(SOON, "new export mirrored after recovery", || async {
-        mirror(&west, "shop", "cart-east").await
+        mirror(west, "shop", "cart-east").await
     })
     .await;
-    let after = mirror(&west, "shop", "backend-east").await.expect("kept");
+    let after = mirror(west, "shop", "backend-east").await.expect("kept");
     assert_eq!(after.metadata.uid, before.metadata.uid);
     controller.shutdown().await;
-    east.emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_replaced_token_takes_effect_without_a_restart() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.east.namespace("shop").await;
     pair.west.namespace("shop").await;
     let controller = start_controller(pair.west.admin.clone(), fast_config("a"));
@@ -158,7 +159,7 @@ async fn a_replaced_token_takes_effect_without_a_restart() {
     // ...then rotation: revoke every old token, mint a new one, update the Secret.
     let old_token = pair.reader_token().await;
     pair.revoke_reader().await;
-    let old = client_from_yaml(&pair.east.emu.kubeconfig_with_token("east", &old_token)).await;
+    let old = client_from_yaml(&pair.east.env.kubeconfig_with_token("east", &old_token)).await;
     assert!(
         Api::<Service>::all(old)
             .list(&ListParams::default())
@@ -193,7 +194,7 @@ async fn a_replaced_token_takes_effect_without_a_restart() {
 #[tokio::test]
 async fn only_the_leader_mirrors_and_a_standby_takes_over() {
     init_tracing();
-    let pair = Pair::linked(false, |_| {}).await;
+    let pair = Pair::linked(|_| {}).await;
     pair.east.namespace("shop").await;
     pair.west.namespace("shop").await;
     // Someone else holds the Lease and keeps renewing it.
@@ -292,7 +293,7 @@ async fn gateway_probes_report_liveness_latency_and_metrics() {
     );
     let server = tokio::spawn(mc_admin::serve_on(gateway, state));
 
-    let pair = Pair::linked(false, |link| {
+    let pair = Pair::linked(|link| {
         link["spec"]["probe"]["port"] = json!(gateway_port);
     })
     .await;
@@ -412,9 +413,10 @@ impl Drop for ChildGuard {
 #[tokio::test]
 async fn the_binary_leads_serves_admin_and_stops_on_sigterm() {
     init_tracing();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let west = Cluster::start(&dir.path().join("west"), 0, false).await;
+    let west = Cluster::start().await;
     west.namespace(NS).await;
+    let kubeconfig = west.env.dir().join("admin.kubeconfig");
+    std::fs::write(&kubeconfig, west.env.admin_kubeconfig_yaml("west")).expect("kubeconfig");
     let admin_port = free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_mc-controller"))
         .args([
@@ -424,7 +426,7 @@ async fn the_binary_leads_serves_admin_and_stops_on_sigterm() {
             "--renew-period=1s",
             "--retry-period=300ms",
         ])
-        .env("KUBECONFIG", west.root.join("pki").join("kubeconfig"))
+        .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAME", "mc-controller-bin")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())

@@ -1,4 +1,4 @@
-//! The certificate signer against an API emulator: CSRs are created by
+//! The certificate signer against a real API server: CSRs are created by
 //! real ServiceAccount tokens, so `spec.username` is what the API server
 //! authenticated.
 
@@ -67,7 +67,7 @@ impl Signing {
     ) -> Signing {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = Cluster::start(&dir.path().join("west"), 0, false).await;
+        let cluster = Cluster::start().await;
         cluster.namespace(NS).await;
         let anchor = TrustAnchor::generate(TD).expect("anchor");
         if with_issuer {
@@ -125,7 +125,7 @@ impl Signing {
             .status
             .expect("token status")
             .token;
-        client_from_yaml(&self.cluster.emu.kubeconfig_with_token("west", &token)).await
+        client_from_yaml(&self.cluster.env.kubeconfig_with_token("west", &token)).await
     }
 }
 

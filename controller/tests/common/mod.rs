@@ -1,4 +1,4 @@
-//! Two in-process API emulators, east and west, linked the way
+//! Two real control planes (`mc-testenv`), east and west, linked the way
 //! `kubectl mc link` links them: a read-only ServiceAccount in east, its
 //! token in a kubeconfig Secret in west, and a Link in west. The controller
 //! runs in-process against west.
@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -16,35 +15,20 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt};
 use mc_api::Link;
-use mc_emulator::{Emulator, EmulatorConfig};
+use mc_testenv::TestCluster;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 pub const NS: &str = "mc-system";
 pub const READER: &str = "mc-link-reader";
 
-/// One emulated cluster and its admin client.
+/// One real cluster and its admin client.
 pub struct Cluster {
-    pub emu: Emulator,
+    pub env: TestCluster,
     pub admin: Client,
-    pub root: PathBuf,
-}
-
-/// The emulator configuration of the tests: loopback, fast bookmarks.
-pub fn emu_config(root: &Path, port: u16, persist: bool) -> EmulatorConfig {
-    let mut cfg = EmulatorConfig::new(
-        format!("127.0.0.1:{port}").parse().expect("address"),
-        root.join("pki"),
-    );
-    cfg.bookmark_interval = Duration::from_millis(200);
-    cfg.service_cidr = "10.96.0.0/24".parse().expect("cidr");
-    cfg.node_port_range = 30000..=30010;
-    if persist {
-        cfg.data_dir = Some(root.join("data"));
-    }
-    cfg
 }
 
 pub async fn client_from_yaml(yaml: &str) -> Client {
@@ -56,17 +40,13 @@ pub async fn client_from_yaml(yaml: &str) -> Client {
 }
 
 impl Cluster {
-    /// Starts an emulator over `root` (pki and, with `persist`, data).
-    pub async fn start(root: &Path, port: u16, persist: bool) -> Cluster {
-        let emu = Emulator::start(emu_config(root, port, persist))
+    /// Starts a control plane (etcd, kube-apiserver, kube-controller-manager).
+    pub async fn start() -> Cluster {
+        let env = TestCluster::start(Default::default())
             .await
-            .expect("emulator starts");
-        let admin = client_from_yaml(&emu.admin_kubeconfig("admin")).await;
-        Cluster {
-            emu,
-            admin,
-            root: root.to_path_buf(),
-        }
+            .expect("test cluster starts");
+        let admin = env.admin_client();
+        Cluster { env, admin }
     }
 
     pub async fn namespace(&self, name: &str) {
@@ -103,23 +83,13 @@ pub fn free_port() -> u16 {
 pub struct Pair {
     pub east: Cluster,
     pub west: Cluster,
-    pub dir: tempfile::TempDir,
-    pub east_port: u16,
 }
 
 impl Pair {
-    /// Starts both clusters (east persisting when `persist_east`) and links them.
-    pub async fn linked(persist_east: bool, tweak: impl FnOnce(&mut serde_json::Value)) -> Pair {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let east_port = free_port();
-        let east = Cluster::start(&dir.path().join("east"), east_port, persist_east).await;
-        let west = Cluster::start(&dir.path().join("west"), 0, false).await;
-        let pair = Pair {
-            east,
-            west,
-            dir,
-            east_port,
-        };
+    /// Starts both clusters and links them.
+    pub async fn linked(tweak: impl FnOnce(&mut serde_json::Value)) -> Pair {
+        let (east, west) = tokio::join!(Cluster::start(), Cluster::start());
+        let pair = Pair { east, west };
         pair.install_crd().await;
         pair.west.namespace(NS).await;
         pair.east.namespace(NS).await;
@@ -147,11 +117,20 @@ impl Pair {
         pair
     }
 
+    /// Creates the Link CRD in west and waits until it is served.
     async fn install_crd(&self) {
         let crds: Api<CustomResourceDefinition> = Api::all(self.west.admin.clone());
         crds.create(&PostParams::default(), &Link::crd())
             .await
             .expect("Link CRD");
+        let name = Link::crd_name();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds, name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("Link CRD established within 30 s")
+        .expect("watching the Link CRD");
     }
 
     /// What `kubectl mc link` does in east: a read-only ServiceAccount and a
@@ -205,7 +184,7 @@ impl Pair {
 
     /// Writes (creates or replaces) the credentials Secret with `token`.
     pub async fn put_secret(&self, token: &str) {
-        let kubeconfig = self.east.emu.kubeconfig_with_token("east", token);
+        let kubeconfig = self.east.env.kubeconfig_with_token("east", token);
         let secrets: Api<Secret> = Api::namespaced(self.west.admin.clone(), NS);
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
@@ -238,11 +217,14 @@ impl Pair {
         }
     }
 
-    /// Shuts east down (its state stays in its data dir).
-    pub async fn stop_east(self) -> (PathBuf, Cluster, tempfile::TempDir, u16) {
-        let root = self.east.root.clone();
-        self.east.emu.shutdown().await;
-        (root, self.west, self.dir, self.east_port)
+    /// Stops east's control plane (its data stays for a restart).
+    pub async fn stop_east(&mut self) {
+        self.east.env.stop().await;
+    }
+
+    /// Starts east again on the same port with its data.
+    pub async fn restart_east(&mut self) {
+        self.east.env.restart().await.expect("east restarts");
     }
 }
 

@@ -1,10 +1,11 @@
-//! The real binary against two in-process API emulators, east and west.
+//! The real binary against two real control planes, east and west.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use common::{Clusters, link_east_args, yaml_docs};
+use common::{Clusters, eventually, link_east_args, yaml_docs};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
@@ -238,7 +239,7 @@ async fn unreachable_context_is_named_with_a_hint() {
     let c = Clusters::start().await;
     let bad = c.dir.path().join("bad-kubeconfig");
     let text = std::fs::read_to_string(&c.kubeconfig).unwrap();
-    let port = c.west.local_addr().port();
+    let port = c.west.port();
     std::fs::write(
         &bad,
         text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:1"),
@@ -280,7 +281,7 @@ async fn link_applies_working_read_only_credentials_and_unlink_removes_them() {
     let c = Clusters::start().await;
     c.install_both().await;
 
-    // The gateway's LoadBalancer has no address in the emulator.
+    // The gateway's LoadBalancer gets no address: no cloud provider runs.
     let pending = c
         .mc(&["--context", "east", "link", "--cluster-name", "east"])
         .await
@@ -805,7 +806,9 @@ fn check_result<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_failures_and_passes_once_installed_and_linked() {
-    let c = Clusters::start().await;
+    // No kube-controller-manager: `make_ready` writes the status kubelets
+    // and the workload controllers would.
+    let c = Clusters::start_with(false).await;
     let bare = c.mc(&["--context", "west", "check"]).await.failed();
     assert!(
         bare.stdout
@@ -898,7 +901,7 @@ async fn check_names_failures_and_passes_once_installed_and_linked() {
         check_result(&report, "Link east: gateway presents the expected identity")["result"],
         "skip"
     );
-    // The gateway LoadBalancer has no address in the emulator: a warning only.
+    // The gateway LoadBalancer has no address (no cloud provider): a warning only.
     assert_eq!(
         check_result(
             &report,
@@ -1038,8 +1041,16 @@ async fn uninstall_refuses_while_links_exist_and_forces_through() {
     c.mc(&["--context", "west", "uninstall", "--apply", "--force"])
         .await
         .ok();
+    // The API server deletes a CRD once its Links are cleaned up.
     let crds: Api<CustomResourceDefinition> = Api::all(west.clone());
-    assert!(crds.get_opt("links.mc.dev").await.unwrap().is_none());
+    eventually(Duration::from_secs(10), "the Link CRD gone", || async {
+        crds.get_opt("links.mc.dev")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
     assert!(
         Api::<ClusterRole>::all(west.clone())
             .get_opt("mc-controller")

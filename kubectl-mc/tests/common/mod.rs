@@ -1,18 +1,20 @@
-//! Two in-process API emulators (east, west), one kubeconfig holding both
-//! contexts, and a runner for the real `kubectl-mc` binary.
+//! Two real control planes (east, west; `mc-testenv`), one kubeconfig
+//! holding both contexts, and a runner for the real `kubectl-mc` binary.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use mc_emulator::{Emulator, EmulatorConfig};
+use mc_testenv::{Options, TestCluster};
 
-/// Two emulators and a kubeconfig with contexts `east` and `west`.
+/// Two clusters and a kubeconfig with contexts `east` and `west`.
 pub struct Clusters {
-    pub east: Emulator,
-    pub west: Emulator,
+    pub east: TestCluster,
+    pub west: TestCluster,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
 }
@@ -47,20 +49,14 @@ impl Run {
     }
 }
 
-async fn start(
-    dir: &Path,
-    name: &str,
-    cidr: &str,
-    ports: std::ops::RangeInclusive<u16>,
-) -> Emulator {
-    let mut cfg = EmulatorConfig::new(
-        "127.0.0.1:0".parse().expect("static address"),
-        dir.join(name),
-    );
-    cfg.bookmark_interval = Duration::from_millis(200);
-    cfg.service_cidr = cidr.parse().expect("static cidr");
-    cfg.node_port_range = ports;
-    Emulator::start(cfg).await.expect("emulator starts")
+/// A cluster whose Services get addresses from `10.<second>.0.0/24`.
+async fn start(second: u8, controller_manager: bool) -> TestCluster {
+    TestCluster::start(Options {
+        controller_manager,
+        service_cidr: Ipv4Addr::new(10, second, 0, 0),
+    })
+    .await
+    .expect("test cluster starts")
 }
 
 fn merge(a: &str, b: &str) -> String {
@@ -74,17 +70,25 @@ fn merge(a: &str, b: &str) -> String {
 }
 
 impl Clusters {
-    /// Starts east and west; the kubeconfig's current context is east.
+    /// Starts east and west, each with kube-controller-manager; the
+    /// kubeconfig's current context is east.
     pub async fn start() -> Clusters {
+        Clusters::start_with(true).await
+    }
+
+    /// Starts east and west, with kube-controller-manager or without (then
+    /// nothing rewrites the status of Deployments and DaemonSets a test
+    /// writes in place of kubelets).
+    pub async fn start_with(controller_manager: bool) -> Clusters {
         let dir = tempfile::tempdir().expect("temp dir");
-        let east = start(dir.path(), "east", "10.96.0.0/24", 30000..=30010).await;
-        let west = start(dir.path(), "west", "10.97.0.0/24", 30020..=30030).await;
+        let (east, west) =
+            tokio::join!(start(96, controller_manager), start(97, controller_manager));
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
             merge(
-                &east.admin_kubeconfig("east"),
-                &west.admin_kubeconfig("west"),
+                &east.admin_kubeconfig_yaml("east"),
+                &west.admin_kubeconfig_yaml("west"),
             ),
         )
         .expect("kubeconfig written");
@@ -183,6 +187,25 @@ pub fn link_east_args<'a>(address: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(rest);
     args
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Parses a multi-document YAML stream into its documents.

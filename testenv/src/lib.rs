@@ -58,7 +58,8 @@ pub struct Options {
     /// collection, default ServiceAccounts, `kube-root-ca.crt`, workload
     /// controllers). Default: on.
     pub controller_manager: bool,
-    /// `--service-cluster-ip-range`; default `10.96.0.0/24`.
+    /// The network address of the `/24` given as
+    /// `--service-cluster-ip-range`; default `10.96.0.0`.
     pub service_cidr: Ipv4Addr,
 }
 
@@ -139,7 +140,10 @@ impl TestCluster {
             eprintln!("mc-testenv: keeping {}", dir.path().display());
         }
         let [a, b, c, d] = options.service_cidr.octets();
-        let pki = Pki::generate(&dir.path().join("pki"), Ipv4Addr::new(a, b, c, d + 1))?;
+        let pki = Pki::generate(
+            &dir.path().join("pki"),
+            Ipv4Addr::new(a, b, c, d.wrapping_add(1)),
+        )?;
         create_private_dir(&dir.path().join("logs"))?;
         let ports = Ports::pick()?;
         let admin = admin_client(&pki, ports.api).await?;

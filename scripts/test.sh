@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit tests, the API emulator's behaviour
-# tests and the end-to-end tests in the lab (network namespaces: needs root).
+# Runs every test of the workspace: unit tests, the controller's and the
+# plugin's tests against real API servers (mc-testenv), and the end-to-end
+# tests in the lab (network namespaces: needs root). scripts/deps.sh installs
+# the packages and builds the Kubernetes components once per machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

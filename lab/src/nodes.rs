@@ -124,7 +124,7 @@ pub async fn renew_leases(client: kube::Client, nodes: Vec<NodePlan>) -> Result<
 }
 
 /// Creates `object` unless an object of that name exists (a daemon restart
-/// finds its earlier objects in the emulator's storage).
+/// finds its earlier objects in etcd).
 async fn create_or_keep<K>(api: &Api<K>, name: &str, object: &K) -> Result<()>
 where
     K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,

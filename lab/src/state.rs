@@ -51,7 +51,7 @@ impl LabDir {
     pub fn kubeconfig(&self) -> PathBuf {
         self.root.join("kubeconfig")
     }
-    /// Directory of cluster `cluster`'s emulator files.
+    /// Directory of cluster `cluster`'s files (PKI, etcd, kube-proxy, pods).
     pub fn cluster_dir(&self, cluster: &str) -> PathBuf {
         self.root.join("clusters").join(cluster)
     }

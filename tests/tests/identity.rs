@@ -1,13 +1,15 @@
 //! Identity end to end, in the lab, with the real binaries: the signer in
 //! each cluster issues the agents' and the gateway's certificates through
 //! CSRs; east's gateway lets in only agents of a linked cluster, and each
-//! Service may narrow that to named workloads. Needs root, nftables and
+//! Service may narrow that to named workloads. The real API server
+//! enforces the CSR approval RBAC `kubectl mc install` ships. Needs root, nftables and
 //! the built binaries (`cargo build`).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
@@ -119,10 +121,58 @@ async fn issued_csrs(client: &kube::Client, sa: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Whether the API server lets ServiceAccount `mc-system/<sa>` `verb`
+/// (approve, sign) for `signer`, by a SubjectAccessReview.
+async fn may_on_signer(client: &kube::Client, sa: &str, verb: &str, signer: &str) -> Result<bool> {
+    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": format!("system:serviceaccount:{NS}:{sa}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{NS}")],
+            "resourceAttributes": {"group": "certificates.k8s.io", "resource": "signers",
+                                   "verb": verb, "name": signer},
+        },
+    }))?;
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .context("creating a SubjectAccessReview")?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_agents_of_linked_clusters_get_through() -> Result<()> {
     let (mesh, addr) = mesh_with_backend(MeshOptions::default()).await?;
     answered(&mesh, FRONTEND, &addr).await?;
+
+    // The signer works under the RBAC `kubectl mc install` ships, and the
+    // API server lets mc's controller approve and sign for mc's signer
+    // only; the proxies may only ask.
+    for (sa, verb, signer, allowed) in [
+        ("mc-controller", "approve", SIGNER_NAME, true),
+        ("mc-controller", "sign", SIGNER_NAME, true),
+        (
+            "mc-controller",
+            "approve",
+            "kubernetes.io/kube-apiserver-client",
+            false,
+        ),
+        (
+            "mc-controller",
+            "sign",
+            "kubernetes.io/kubelet-serving",
+            false,
+        ),
+        ("mc-node-agent", "approve", SIGNER_NAME, false),
+        ("mc-gateway", "sign", SIGNER_NAME, false),
+    ] {
+        let may = may_on_signer(&mesh.west, sa, verb, signer).await?;
+        ensure!(
+            may == allowed,
+            "{sa} may {verb} for {signer}: {may}, expected {allowed}"
+        );
+    }
 
     // The issuer key is the controller's alone.
     for cluster in ["east", "west"] {

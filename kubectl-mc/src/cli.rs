@@ -186,7 +186,8 @@ pub struct LinkArgs {
     #[arg(long)]
     pub cluster_name: String,
     /// Gateway address(es) to put in the Link instead of the LoadBalancer's
-    /// (NodePort setups: a node address). Repeat or separate with commas.
+    /// (NodePort setups: a node address): HOST or HOST:PORT (`[v6]:PORT`),
+    /// where PORT is the tunnel port. Repeat or separate with commas.
     #[arg(long = "gateway-address", value_delimiter = ',')]
     pub gateway_addresses: Vec<String>,
     /// Gateway tunnel port (default: 4143, or the `tunnel` nodePort for NodePort gateways).

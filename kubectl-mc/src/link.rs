@@ -60,8 +60,9 @@ pub fn gateway_endpoint(
         .and_then(|s| s.type_.clone())
         .unwrap_or_else(|| "ClusterIP".to_string());
     let node_port_type = service_type == "NodePort";
-    let addresses = if !args.gateway_addresses.is_empty() {
-        args.gateway_addresses.clone()
+    let given = parse_gateway_addresses(&args.gateway_addresses)?;
+    let addresses = if !given.hosts.is_empty() {
+        given.hosts
     } else {
         let ingress: Vec<String> = service
             .status
@@ -101,11 +102,94 @@ pub fn gateway_endpoint(
             }),
         }
     };
+    let tunnel_port = match (args.gateway_port, given.port) {
+        (Some(flag), Some(port)) if flag != port => bail!(
+            "--gateway-address names port {port} but --gateway-port says {flag}: give the port once"
+        ),
+        (flag, port) => flag.or(port),
+    };
     Ok(GatewayEndpoint {
         addresses,
-        port: pick(args.gateway_port, "tunnel", mc_api::GATEWAY_TUNNEL_PORT)?,
+        port: pick(tunnel_port, "tunnel", mc_api::GATEWAY_TUNNEL_PORT)?,
         probe_port: pick(args.probe_port, "admin", mc_api::ADMIN_PORT)?,
     })
+}
+
+/// The `--gateway-address` values: the hosts, and the tunnel port when
+/// they were given as `HOST:PORT` (the `<node-ip>:<nodePort>` habit).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GivenAddresses {
+    hosts: Vec<String>,
+    port: Option<u16>,
+}
+
+/// Parses every `--gateway-address`: an IPv4 or IPv6 address or a DNS
+/// name, optionally with `:PORT` (`[v6]:PORT` for IPv6). A Link holds one
+/// tunnel port, so addresses naming different ports are refused, as is
+/// anything that is not a host (a URL, a path, spaces).
+fn parse_gateway_addresses(values: &[String]) -> Result<GivenAddresses> {
+    let mut given = GivenAddresses::default();
+    for value in values {
+        let (host, port) = split_host_port(value.trim()).with_context(|| {
+            format!(
+                "--gateway-address {value:?} is not HOST or HOST:PORT \
+                 (an IP address or DNS name; [IPv6]:PORT with a port)"
+            )
+        })?;
+        if let Some(port) = port {
+            match given.port {
+                Some(seen) if seen != port => bail!(
+                    "--gateway-address values name ports {seen} and {port}: a Link has one tunnel port"
+                ),
+                _ => given.port = Some(port),
+            }
+        }
+        given.hosts.push(host);
+    }
+    Ok(given)
+}
+
+/// `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT`, with the host checked.
+fn split_host_port(value: &str) -> Result<(String, Option<u16>)> {
+    let port = |text: &str| -> Result<u16> {
+        match text.parse::<u16>() {
+            Ok(0) | Err(_) => bail!("{text:?} is not a port (1-65535)"),
+            Ok(port) => Ok(port),
+        }
+    };
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').context("no closing ]")?;
+        let ip: std::net::Ipv6Addr = host.parse().context("not an IPv6 address")?;
+        let port = match tail {
+            "" => None,
+            _ => Some(port(tail.strip_prefix(':').context("junk after ]")?)?),
+        };
+        return Ok((ip.to_string(), port));
+    }
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Ok((ip.to_string(), None));
+    }
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, text)) => (host, Some(port(text)?)),
+        None => (value, None),
+    };
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return Ok((ip.to_string(), port));
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let name = host.trim_end_matches('.');
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        bail!("{host:?} is not an IP address or DNS name");
+    }
+    Ok((name.to_ascii_lowercase(), port))
 }
 
 /// Whether an API server URL points at this machine only.
@@ -410,7 +494,53 @@ pub async fn run(global: &Global, args: &LinkArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_url;
+    use super::{GivenAddresses, is_loopback_url, parse_gateway_addresses};
+
+    fn parse(values: &[&str]) -> anyhow::Result<GivenAddresses> {
+        parse_gateway_addresses(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn gateway_addresses_take_an_optional_port() {
+        let given = parse(&["198.18.0.10:31329"]).expect("node-ip:nodePort");
+        assert_eq!(given.hosts, ["198.18.0.10"]);
+        assert_eq!(given.port, Some(31329));
+        let given = parse(&[
+            "10.0.0.1",
+            "gw.East.example.com.:4143",
+            "[fd00::1]:4143",
+            "fd00::2",
+        ])
+        .expect("mixed forms");
+        assert_eq!(
+            given.hosts,
+            ["10.0.0.1", "gw.east.example.com", "fd00::1", "fd00::2"]
+        );
+        assert_eq!(given.port, Some(4143));
+        assert_eq!(parse(&["10.0.0.1"]).expect("host").port, None);
+    }
+
+    #[test]
+    fn bad_gateway_addresses_are_refused() {
+        for bad in [
+            "",
+            "https://10.0.0.1:4143",
+            "10.0.0.1:0",
+            "10.0.0.1:70000",
+            "10.0.0.1:4143:4143",
+            "host name",
+            "[fd00::1",
+            "[fd00::1]4143",
+            "-gw.example.com",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad:?} was accepted");
+        }
+        let conflict = parse(&["10.0.0.1:4143", "10.0.0.2:4144"]).expect_err("two ports");
+        assert!(
+            conflict.to_string().contains("one tunnel port"),
+            "{conflict}"
+        );
+    }
 
     #[test]
     fn loopback_api_urls_are_recognised() {

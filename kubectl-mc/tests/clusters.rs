@@ -603,6 +603,40 @@ async fn nodeport_gateways_link_with_their_node_ports() {
         list["items"][1]["spec"]["probe"]["port"],
         node_port("admin")
     );
+
+    // The `<node-ip>:<nodePort>` habit: the port is the tunnel port, not
+    // part of the address.
+    let tunnel = node_port("tunnel").to_string();
+    let with_port = format!("192.0.2.20:{tunnel}");
+    let printed = c
+        .print_link_east_from_west(&with_port, &["-o", "json"])
+        .await;
+    let list: serde_json::Value = serde_json::from_str(&printed.stdout).unwrap();
+    assert_eq!(
+        list["items"][1]["spec"]["gatewayAddresses"],
+        serde_json::json!(["192.0.2.20"])
+    );
+    assert_eq!(list["items"][1]["spec"]["gatewayPort"], node_port("tunnel"));
+    let mut args = link_east_args(&with_port, &["--from-cluster", "west"]);
+    args.extend(["--gateway-port", "4143"]);
+    let conflict = c.mc(&args).await.failed();
+    assert!(
+        conflict.stderr.contains("give the port once"),
+        "{}",
+        conflict.stderr
+    );
+    let garbage = c
+        .mc(&link_east_args(
+            "https://192.0.2.20",
+            &["--from-cluster", "west"],
+        ))
+        .await
+        .failed();
+    assert!(
+        garbage.stderr.contains("is not HOST or HOST:PORT"),
+        "{}",
+        garbage.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,57 @@ pub enum CredentialsError {
     /// The kubeconfig does not parse or names no usable context.
     #[error("kubeconfig is invalid: {0}")]
     Invalid(String),
+    /// The kubeconfig would run a program or read a file of the
+    /// controller's (which can read the issuer key): mc takes inline
+    /// credentials only.
+    #[error(
+        "kubeconfig is refused: {0}; a Link's credentials must be inline \
+         (token or client-certificate-data/client-key-data, certificate-authority-data), \
+         as `kubectl mc link` writes them"
+    )]
+    Refused(String),
+}
+
+/// Refuses a kubeconfig that names a program to run (`exec`,
+/// `auth-provider`) or a file to read (`tokenFile`, `client-certificate`,
+/// `client-key`, `certificate-authority`) in any entry: whoever can write
+/// the Link's Secret must not get code run, or files read, in the
+/// controller.
+fn refuse_local_effects(kubeconfig: &Kubeconfig) -> Result<(), CredentialsError> {
+    let mut found = Vec::new();
+    for named in &kubeconfig.auth_infos {
+        let Some(user) = &named.auth_info else {
+            continue;
+        };
+        for (field, present) in [
+            ("exec", user.exec.is_some()),
+            ("auth-provider", user.auth_provider.is_some()),
+            ("tokenFile", user.token_file.is_some()),
+            ("client-certificate", user.client_certificate.is_some()),
+            ("client-key", user.client_key.is_some()),
+        ] {
+            if present {
+                found.push(format!("user {:?} uses {field}", named.name));
+            }
+        }
+    }
+    for named in &kubeconfig.clusters {
+        if named
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.certificate_authority.is_some())
+        {
+            found.push(format!(
+                "cluster {:?} uses certificate-authority (a file)",
+                named.name
+            ));
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(CredentialsError::Refused(found.join(", ")))
+    }
 }
 
 /// A fingerprint of the Secret's kubeconfig: changes exactly when the
@@ -47,6 +98,7 @@ pub async fn client_from_secret(secret: &Secret) -> Result<Client, CredentialsEr
         .map_err(|e| CredentialsError::Invalid(format!("not UTF-8: {e}")))?;
     let kubeconfig =
         Kubeconfig::from_yaml(yaml).map_err(|e| CredentialsError::Invalid(e.to_string()))?;
+    refuse_local_effects(&kubeconfig)?;
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
@@ -140,6 +192,60 @@ mod tests {
             client_from_secret(&secret(Some("clusters: [oops"))).await,
             Err(CredentialsError::Invalid(_))
         ));
+    }
+
+    /// A kubeconfig with `user` as its one user's fields.
+    fn kubeconfig_with(user: &str, cluster: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster:\n    \
+             server: https://192.0.2.1:6443\n{cluster}users:\n- name: reader\n  user:\n{user}\
+             contexts:\n- name: east\n  context: {{cluster: east, user: reader}}\n\
+             current-context: east\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn kubeconfigs_that_run_programs_or_read_files_are_refused() {
+        let refused = [
+            (
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [-c, 'id > /tmp/pwned']\n",
+                "",
+                "exec",
+            ),
+            (
+                "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
+                "",
+                "tokenFile",
+            ),
+            (
+                "    client-certificate: /etc/mc/cert.pem\n    client-key: /etc/mc/key.pem\n",
+                "",
+                "client-certificate",
+            ),
+            (
+                "    auth-provider:\n      name: oidc\n",
+                "",
+                "auth-provider",
+            ),
+            (
+                "    token: abc\n",
+                "    certificate-authority: /etc/mc/ca.crt\n",
+                "certificate-authority",
+            ),
+        ];
+        for (user, cluster, field) in refused {
+            match client_from_secret(&secret(Some(&kubeconfig_with(user, cluster)))).await {
+                Err(CredentialsError::Refused(why)) => {
+                    assert!(why.contains(field), "{field}: {why}")
+                }
+                other => panic!("{field} was not refused: {:?}", other.map(|_| "a client")),
+            }
+        }
+        let inline = kubeconfig_with("    token: abc\n", "");
+        assert!(
+            client_from_secret(&secret(Some(&inline))).await.is_ok(),
+            "an inline token is what link writes"
+        );
     }
 
     #[test]

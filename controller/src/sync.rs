@@ -69,10 +69,14 @@ pub async fn run(spec: LoopSpec, ctx: Context, hub: StatusHub) {
         Ok(client) => client,
         Err(error) => {
             tracing::warn!(link = %spec.link, %error, "link credentials unusable");
+            let reason = match error {
+                remote::CredentialsError::Refused(_) => "RefusedKubeconfig",
+                _ => "InvalidKubeconfig",
+            };
             hub.condition(
                 CREDENTIALS_VALID,
                 Truth::False,
-                "InvalidKubeconfig",
+                reason,
                 &format!("Secret {}: {error}", spec.credentials.name_any()),
             );
             return;

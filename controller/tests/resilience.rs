@@ -156,6 +156,34 @@ async fn a_replaced_token_takes_effect_without_a_restart() {
         "rejected credentials never delete mirrors"
     );
 
+    // A kubeconfig that would run a program in the controller is refused
+    // with its own reason, and the program never runs.
+    let marker = tempfile::tempdir().expect("tempdir");
+    let ran = marker.path().join("ran");
+    pair.put_kubeconfig(format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster:\n    server: {}\n\
+         users:\n- name: east\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      \
+         command: /bin/sh\n      args: [-c, 'touch {}']\n      interactiveMode: Never\n\
+         contexts:\n- name: east\n  context: {{cluster: east, user: east}}\ncurrent-context: east\n",
+        pair.east.env.url(),
+        ran.display()
+    ))
+    .await;
+    let (_, reason, message) =
+        eventually(Duration::from_secs(5), "CredentialsValid=False", || async {
+            condition(&pair.west, "CredentialsValid")
+                .await
+                .filter(|(status, reason, _)| status == "False" && reason != "Unauthorized")
+        })
+        .await;
+    assert_eq!(reason, "RefusedKubeconfig", "{message}");
+    assert!(message.contains("exec"), "{message}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !ran.exists(),
+        "the Link Secret's exec command ran in the controller"
+    );
+
     // ...then rotation: revoke every old token, mint a new one, update the Secret.
     let old_token = pair.reader_token().await;
     pair.revoke_reader().await;

@@ -184,7 +184,12 @@ impl Pair {
 
     /// Writes (creates or replaces) the credentials Secret with `token`.
     pub async fn put_secret(&self, token: &str) {
-        let kubeconfig = self.east.env.kubeconfig_with_token("east", token);
+        self.put_kubeconfig(self.east.env.kubeconfig_with_token("east", token))
+            .await;
+    }
+
+    /// Writes (creates or replaces) the credentials Secret with `kubeconfig`.
+    pub async fn put_kubeconfig(&self, kubeconfig: String) {
         let secrets: Api<Secret> = Api::namespaced(self.west.admin.clone(), NS);
         let secret = Secret {
             metadata: kube::api::ObjectMeta {

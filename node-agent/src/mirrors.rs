@@ -119,8 +119,12 @@ pub struct Workload {
     pub service_account: String,
 }
 
-/// Pods of this node by IP (host-network pods are left out: their address is
-/// the node's, shared by every host process).
+/// Pods of this node by IP. Left out, so that an address never speaks for
+/// a pod that no longer holds it: host-network pods (their address is the
+/// node's, shared by every host process), pods being deleted, finished pods
+/// (`Succeeded`/`Failed`: their address is free for the next pod), and an
+/// address two live pods claim with different identities (a stale status
+/// during reuse) until only one does.
 #[derive(Clone, Debug, Default)]
 pub struct Workloads {
     by_ip: HashMap<IpAddr, Workload>,
@@ -130,9 +134,10 @@ impl Workloads {
     /// Builds the index from the Pods bound to this node.
     pub fn build(pods: &[Arc<PodView>]) -> Workloads {
         let mut by_ip = HashMap::new();
+        let mut contested = std::collections::HashSet::new();
         for pod in pods {
             let spec = &pod.spec;
-            if spec.host_network || pod.metadata.deletion_timestamp.is_some() {
+            if spec.host_network || pod.metadata.deletion_timestamp.is_some() || pod.is_terminal() {
                 continue;
             }
             let Some(namespace) = pod.metadata.namespace.clone() else {
@@ -144,15 +149,20 @@ impl Workloads {
                 .unwrap_or_else(|| "default".to_string());
             for ip in &pod.status.pod_ips {
                 if let Ok(ip) = ip.ip.parse() {
-                    by_ip.insert(
-                        ip,
-                        Workload {
-                            namespace: namespace.clone(),
-                            service_account: service_account.clone(),
-                        },
-                    );
+                    let workload = Workload {
+                        namespace: namespace.clone(),
+                        service_account: service_account.clone(),
+                    };
+                    if let Some(other) = by_ip.insert(ip, workload.clone())
+                        && other != workload
+                    {
+                        contested.insert(ip);
+                    }
                 }
             }
+        }
+        for ip in contested {
+            by_ip.remove(&ip);
         }
         Workloads { by_ip }
     }
@@ -238,5 +248,44 @@ mod tests {
             ("shop", "frontend")
         );
         assert!(workloads.get(&"198.18.0.10".parse().unwrap()).is_none());
+    }
+
+    fn pod(name: &str, sa: &str, phase: &str, ip: &str) -> Arc<PodView> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"serviceAccountName": sa},
+                "status": {"phase": phase, "podIPs": [{"ip": ip}]},
+            }))
+            .expect("valid Pod"),
+        )
+    }
+
+    #[test]
+    fn a_reused_address_never_speaks_for_the_pod_that_held_it_before() {
+        let ip: IpAddr = "10.10.1.7".parse().unwrap();
+        // A finished pod keeps its IP in its status; the address is free.
+        let done = Workloads::build(&[pod("job", "admin", "Succeeded", "10.10.1.7")]);
+        assert!(done.get(&ip).is_none(), "a Succeeded pod still named");
+        let failed = Workloads::build(&[pod("job", "admin", "Failed", "10.10.1.7")]);
+        assert!(failed.get(&ip).is_none(), "a Failed pod still named");
+        // The next pod on that address is itself, not its predecessor.
+        let reused = Workloads::build(&[
+            pod("job", "admin", "Succeeded", "10.10.1.7"),
+            pod("web", "frontend", "Running", "10.10.1.7"),
+        ]);
+        assert_eq!(
+            reused.get(&ip).map(|w| w.service_account.as_str()),
+            Some("frontend")
+        );
+        // Two live claims with different identities: nobody, until one goes.
+        let contested = Workloads::build(&[
+            pod("old", "admin", "Running", "10.10.1.7"),
+            pod("new", "frontend", "Pending", "10.10.1.7"),
+        ]);
+        assert!(
+            contested.get(&ip).is_none(),
+            "a contested address was named"
+        );
     }
 }

@@ -37,10 +37,12 @@ pub struct PodViewSpec {
     pub service_account_name: Option<String>,
 }
 
-/// `status.podIPs`.
+/// `status.podIPs` and `status.phase`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodViewStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
+    pub phase: Option<String>,
     /// The pod's addresses, one per IP family.
     #[serde(default, rename = "podIPs")]
     pub pod_ips: Vec<PodViewIp>,
@@ -51,6 +53,17 @@ pub struct PodViewStatus {
 pub struct PodViewIp {
     /// The address.
     pub ip: String,
+}
+
+impl PodView {
+    /// Whether the pod has finished for good (`Succeeded` or `Failed`): its
+    /// sandbox is gone and its address may already be another pod's.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status.phase.as_deref(),
+            Some("Succeeded") | Some("Failed")
+        )
+    }
 }
 
 impl kube::Resource for PodView {

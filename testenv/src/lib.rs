@@ -33,8 +33,6 @@ use tokio::time::Instant;
 use pki::Pki;
 use process::Component;
 
-/// Default cache of `lab/components/build.sh`; `current/bin` is its last build.
-const DEFAULT_CACHE: &str = "/var/cache/mc-lab/components";
 /// The binaries a test cluster runs.
 const REQUIRED: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 /// Set (to anything) to keep each cluster's directory, logs included.
@@ -388,7 +386,7 @@ impl TestCluster {
             .path()
             .join("pki")
             .join("kube-controller-manager.kubeconfig");
-        pki::write(
+        mc_kubeparts::write_private(
             &path,
             &kubeconfig(
                 "kube-controller-manager",
@@ -443,26 +441,7 @@ async fn default_service_account(admin: Client) -> Result<bool> {
 /// The components directory (see the crate documentation); fails saying
 /// how to build the binaries when one is missing.
 pub fn components_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("MC_LAB_COMPONENTS") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::var_os("MC_LAB_COMPONENTS_CACHE")
-            .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
-            .join("current")
-            .join("bin"),
-    };
-    let missing: Vec<&str> = REQUIRED
-        .into_iter()
-        .filter(|name| !dir.join(name).is_file())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the Kubernetes components {} are not in {}: run `lab/components/build.sh` \
-             (or point MC_LAB_COMPONENTS at a directory holding them)",
-            missing.join(", "),
-            dir.display()
-        );
-    }
-    Ok(dir)
+    mc_kubeparts::components_dir(&REQUIRED)
 }
 
 /// A random loopback port that is free now (see [`PORTS`]).
@@ -481,7 +460,7 @@ fn url(port: u16) -> String {
 }
 
 /// The `user:` lines of a client-certificate user.
-fn cert_user(cert: &pki::ClientCert) -> String {
+fn cert_user(cert: &mc_kubeparts::CertPair) -> String {
     format!(
         "    client-certificate-data: {}\n    client-key-data: {}\n",
         STANDARD.encode(&cert.cert_pem),

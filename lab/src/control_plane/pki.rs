@@ -8,10 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use mc_kubeparts::{Ca, write_private};
 
 use crate::plan::{CLUSTER_DOMAIN, ClusterPlan};
 
@@ -107,120 +104,45 @@ impl Pki {
     pub fn ensure(&self, cluster: &ClusterPlan) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        if !(self.ca_cert().exists() && self.ca_key().exists()) {
-            let (cert, key) = new_ca(&cluster.name)?;
-            write(&self.ca_key(), &key)?;
-            write(&self.ca_cert(), &cert)?;
-        }
-        let ca_cert = read(&self.ca_cert())?;
-        let ca_key = read(&self.ca_key())?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_cert, KeyPair::from_pem(&ca_key)?)
-            .context("parsing the cluster CA")?;
+        let ca = if self.ca_cert().exists() && self.ca_key().exists() {
+            Ca::from_pem(&read(&self.ca_cert())?, &read(&self.ca_key())?)?
+        } else {
+            let ca = Ca::generate(&format!("{}-ca", cluster.name))?;
+            write_private(&self.ca_key(), &ca.key_pem())?;
+            write_private(&self.ca_cert(), ca.cert_pem())?;
+            ca
+        };
         if !self.apiserver_cert().exists() {
-            let (cert, key) = leaf(
-                &issuer,
-                "kube-apiserver",
-                None,
-                serving_names(cluster),
-                true,
-            )?;
-            write(&self.apiserver_key(), &key)?;
-            write(&self.apiserver_cert(), &cert)?;
+            let ips = [
+                IpAddr::from(cluster.api_addr()),
+                IpAddr::from(cluster.kubernetes_service_ip()),
+                IpAddr::from([127, 0, 0, 1]),
+            ];
+            let serving = ca.apiserver(&ips, CLUSTER_DOMAIN)?;
+            write_private(&self.apiserver_key(), &serving.key_pem)?;
+            write_private(&self.apiserver_cert(), &serving.cert_pem)?;
         }
         if !(self.service_account_key().exists() && self.service_account_public_key().exists()) {
-            let key = KeyPair::generate().context("generating the ServiceAccount key")?;
-            write(&self.service_account_public_key(), &key.public_key_pem())?;
-            write(&self.service_account_key(), &key.serialize_pem())?;
+            let (private, public) = mc_kubeparts::service_account_key()?;
+            write_private(&self.service_account_public_key(), &public)?;
+            write_private(&self.service_account_key(), &private)?;
         }
         for who in IDENTITIES {
             if !self.cert(who).exists() {
-                let (cert, key) = leaf(&issuer, who.user, who.group, Vec::new(), false)?;
-                write(&self.key(who), &key)?;
-                write(&self.cert(who), &cert)?;
+                let pair = ca.client(who.user, who.group)?;
+                write_private(&self.key(who), &pair.key_pem)?;
+                write_private(&self.cert(who), &pair.cert_pem)?;
             }
             let kubeconfig = kubeconfig(
                 cluster,
-                &ca_cert,
+                ca.cert_pem(),
                 &read(&self.cert(who))?,
                 &read(&self.key(who))?,
             );
-            write(&self.kubeconfig(who), &kubeconfig)?;
+            write_private(&self.kubeconfig(who), &kubeconfig)?;
         }
         Ok(())
     }
-}
-
-/// The names a client may reach the API server by: its WAN address, the
-/// `kubernetes` Service, and loopback.
-fn serving_names(cluster: &ClusterPlan) -> Vec<SanType> {
-    let mut names: Vec<SanType> = [
-        IpAddr::from(cluster.api_addr()),
-        IpAddr::from(cluster.kubernetes_service_ip()),
-        IpAddr::from([127, 0, 0, 1]),
-    ]
-    .into_iter()
-    .map(SanType::IpAddress)
-    .collect();
-    for dns in [
-        "kubernetes".to_string(),
-        "kubernetes.default".to_string(),
-        "kubernetes.default.svc".to_string(),
-        format!("kubernetes.default.svc.{CLUSTER_DOMAIN}"),
-        "localhost".to_string(),
-    ] {
-        if let Ok(name) = dns.try_into() {
-            names.push(SanType::DnsName(name));
-        }
-    }
-    names
-}
-
-fn new_ca(cluster: &str) -> Result<(String, String)> {
-    let key = KeyPair::generate().context("generating the CA key")?;
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{cluster}-ca"));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).context("self-signing the CA")?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-fn leaf(
-    issuer: &Issuer<'_, KeyPair>,
-    cn: &str,
-    group: Option<&str>,
-    sans: Vec<SanType>,
-    server: bool,
-) -> Result<(String, String)> {
-    let key = KeyPair::generate().context("generating a key")?;
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = sans;
-    params.distinguished_name.push(DnType::CommonName, cn);
-    if let Some(group) = group {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, group);
-    }
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    params.use_authority_key_identifier_extension = true;
-    let cert = params
-        .signed_by(&key, issuer)
-        .with_context(|| format!("signing the certificate of {cn}"))?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// A kubeconfig with the credentials inline, context named after the
@@ -240,14 +162,4 @@ fn kubeconfig(cluster: &ClusterPlan, ca: &str, cert: &str, key: &str) -> String 
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// Writes `text` atomically; keys and kubeconfigs readable by root only.
-fn write(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The mc demo in the lab, from a fresh Linux machine (Debian/Ubuntu, as root,
-# with a Rust toolchain): two clusters, east and west; mc installed in both
+# with a Rust toolchain and Go 1.26): two clusters, east and west; mc installed in both
 # and linked both ways; a backend of 3 pods in east, exported; a client pod
 # in west calls http://backend-east:8080/ and east's pods answer.
 #
